@@ -1,0 +1,1 @@
+"""The four services of xo-reseller; each has the same shape (domain, handlers, store, app)."""

@@ -1,0 +1,1 @@
+"""Credits: the partner balance, an append-only ledger of credit lots (C1-C6)."""

@@ -1,0 +1,45 @@
+"""Orders' MongoDB adapter: order lines (one document each) and proof files in GridFS."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+from gridfs import AsyncGridFSBucket
+from pymongo import DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.orders.domain import OrderLine
+from shared.store import Document, DocumentStore
+
+
+class OrderStore:
+    def __init__(self, lines: DocumentStore[OrderLine], db: AsyncDatabase[Document]) -> None:
+        self.lines = lines
+        self.proof_files = AsyncGridFSBucket(db, bucket_name="proofs")
+
+    async def create_indexes(self) -> None:
+        await self.lines.collection.create_index([("reseller_id", 1), ("placed_at", DESCENDING)])
+
+    async def list_for(self, reseller_id: str) -> list[OrderLine]:
+        cursor = self.lines.collection.find({"reseller_id": reseller_id}).sort(
+            "placed_at", DESCENDING
+        )
+        return [OrderLine.model_validate(doc) async for doc in cursor]
+
+    async def store_proof_file(
+        self, *, filename: str, content: bytes, content_type: str, sha256: str, order_id: str
+    ) -> str:
+        """Durably store the proof's bytes (GridFS) before the line refers to them."""
+        file_id = await self.proof_files.upload_from_stream(
+            filename,
+            content,
+            metadata={"order_id": order_id, "sha256": sha256, "content_type": content_type},
+        )
+        return str(file_id)
+
+    async def read_proof_file(self, file_id: str) -> bytes:
+        stream = await self.proof_files.open_download_stream(ObjectId(file_id))
+        data: bytes = await stream.read()
+        return data
+
+    async def delete_proof_file(self, file_id: str) -> None:
+        await self.proof_files.delete(ObjectId(file_id))

@@ -1,0 +1,31 @@
+"""Quotes' wiring: which messages it consumes and with which dependencies."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+
+from services.quotes import handlers
+from services.quotes.domain import Quote
+from services.quotes.store import QuoteStore
+from shared.catalogue import load_catalogue
+from shared.contracts.quotes import RedeemQuote, RequestQuote
+from shared.messaging import Route
+from shared.service import Runtime, Wiring
+
+
+def wire(runtime: Runtime) -> Wiring:
+    store = QuoteStore(runtime.store("quotes", Quote), runtime.db)
+    deps = handlers.QuotesDeps(
+        store=store,
+        catalogue=load_catalogue(runtime.settings.catalogue_path),
+        clock=runtime.clock,
+        validity=timedelta(days=runtime.settings.quote_validity_days),
+    )
+    return Wiring(
+        routes=[
+            Route(RequestQuote, partial(handlers.request_quote, deps=deps)),
+            Route(RedeemQuote, partial(handlers.redeem_quote, deps=deps)),
+        ],
+        setup=store.create_indexes,
+    )

@@ -1,0 +1,113 @@
+"""Quotes' message handlers: load, decide via the domain, save with its events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import NoReturn
+
+from services.quotes.domain import Quote, price, quote_number
+from services.quotes.store import QuoteStore
+from shared.catalogue import Catalogue
+from shared.clock import Clock
+from shared.contracts.base import Billing, Space
+from shared.contracts.quotes import QuoteResult, RedeemQuote, RequestQuote
+from shared.errors import ErrorCode, Refused
+from shared.messaging import Delivery
+from shared.money import Money
+
+
+@dataclass(frozen=True)
+class QuotesDeps:
+    store: QuoteStore
+    catalogue: Catalogue
+    clock: Clock
+    validity: timedelta
+
+
+async def _issue(
+    deps: QuotesDeps,
+    *,
+    reseller_id: str,
+    space: Space,
+    edition: str,
+    billing: Billing,
+    request_message_id: str,
+    order_id: str | None = None,
+) -> Quote:
+    """Issue (and store) a quote, once per request message."""
+    existing = await deps.store.by_request(request_message_id)
+    if existing is not None:
+        return existing
+    now = deps.clock.now()
+    pricing = price(
+        deps.catalogue,
+        space=space,
+        edition=edition,
+        billing=billing,
+        first_sale=False,  # Q4 needs the reseller's sales history: issue #3 wires it from credits
+        credit_available=Money.zero(deps.catalogue.currency),
+    )
+    number = quote_number(now.year, await deps.store.next_sequence(now.year))
+    quote = Quote.issue(
+        number=number,
+        reseller_id=reseller_id,
+        space=space,
+        edition=edition,
+        billing=billing,
+        pricing=pricing,
+        now=now,
+        validity=deps.validity,
+        request_message_id=request_message_id,
+    )
+    if order_id is not None:
+        quote.redeem(reseller_id=reseller_id, space=space, order_id=order_id, now=now)
+    if not await deps.store.quotes.insert(quote):
+        raise RuntimeError(f"quote number {number} taken twice")  # transient: redelivered
+    return quote
+
+
+async def request_quote(cmd: RequestQuote, delivery: Delivery, *, deps: QuotesDeps) -> QuoteResult:
+    """``quote.request`` (Q1-Q3): price and store a quote, reply with it."""
+    quote = await _issue(
+        deps,
+        reseller_id=cmd.reseller_id,
+        space=cmd.space,
+        edition=cmd.edition,
+        billing=cmd.billing,
+        request_message_id=delivery.message_id,
+    )
+    return quote.view()
+
+
+async def redeem_quote(cmd: RedeemQuote, delivery: Delivery, *, deps: QuotesDeps) -> QuoteResult:
+    """``quote.redeem`` (internal): fix an order line's price from a quote, used once (Q2, O1)."""
+    if cmd.quote_number is None:
+        assert cmd.edition is not None
+        assert cmd.billing is not None
+        quote = await _issue(
+            deps,
+            reseller_id=cmd.reseller_id,
+            space=cmd.space,
+            edition=cmd.edition,
+            billing=cmd.billing,
+            request_message_id=delivery.message_id,
+            order_id=cmd.order_id,
+        )
+        return quote.view()
+
+    def unknown() -> NoReturn:
+        raise Refused(ErrorCode.UNKNOWN_QUOTE, f"no quote numbered {cmd.quote_number}")
+
+    quote = await deps.store.quotes.mutate(
+        cmd.quote_number,
+        lambda q: q.redeem(
+            reseller_id=cmd.reseller_id,
+            space=cmd.space,
+            order_id=cmd.order_id,
+            now=deps.clock.now(),
+        ),
+        message_id=delivery.message_id,
+        missing=unknown,
+    )
+    return quote.view()

@@ -1,0 +1,44 @@
+"""Time: always timezone-aware UTC, truncated to the millisecond.
+
+BSON dates keep milliseconds only; truncating at the source means a value read
+back from MongoDB equals the value the domain decided with.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+def utc_ms(moment: datetime) -> datetime:
+    """``moment`` as aware UTC truncated to milliseconds; naive input is refused."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: every time in xo-reseller is timezone-aware UTC")
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Clock(Protocol):
+    """What the domain and the periodic jobs ask for the time (injectable in tests)."""
+
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return utc_ms(datetime.now(UTC))
+
+
+class FixedClock:
+    """A clock tests move by hand, so that no test sleeps to see time pass."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = utc_ms(start)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> None:
+        self._now = utc_ms(self._now + delta)

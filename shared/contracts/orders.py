@@ -1,0 +1,274 @@
+"""Order line messages (O1-O9): placing, proofs, review, binding, upgrade, cancellation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shared.contracts.base import Billing, Command, Event, Query, Space
+from shared.money import Money
+
+OrderStatus = Literal[
+    "awaiting_proof", "proof_submitted", "paid", "bound", "cancelled", "expired", "superseded"
+]
+
+_ID = Field(min_length=1, max_length=128)
+
+
+class OrderPrice(BaseModel):
+    """The price fixed at placement (O1)."""
+
+    list_price: Money
+    discount: Money
+    credit_applied: Money
+    amount_due: Money
+    first_sale: bool = False
+    first_sale_credit: Money
+
+
+class ProofView(BaseModel):
+    proof_id: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    uploaded_at: AwareDatetime
+
+
+class HistoryEntry(BaseModel):
+    at: AwareDatetime
+    action: str
+    status: OrderStatus
+    by: str | None = None
+    reason: str | None = None
+
+
+class OrderLineView(BaseModel):
+    """An order line as its reseller sees it (``order.get``)."""
+
+    order_id: str
+    reseller_id: str
+    space: Space
+    edition: str
+    billing: Billing
+    quote_number: str
+    status: OrderStatus
+    price: OrderPrice
+    customer_email: str | None = None
+    period_start: AwareDatetime | None = None
+    period_end: AwareDatetime | None = None
+    rejection_reason: str | None = None
+    proofs: list[ProofView]
+    history: list[HistoryEntry]
+    placed_at: AwareDatetime
+
+
+class OrderPlacedResult(BaseModel):
+    order_id: str
+    status: OrderStatus
+    amount_due: Money
+    credit_reserved: Money
+    quote_number: str
+
+
+class OrderStatusResult(BaseModel):
+    order_id: str
+    status: OrderStatus
+
+
+class PlanBoundResult(BaseModel):
+    order_id: str
+    status: OrderStatus
+    customer_email: str
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+
+
+class UpgradeResult(BaseModel):
+    order_id: str = Field(description="The new line for the higher edition.")
+    credit_note: Money
+    amount_due: Money
+
+
+class OrderList(BaseModel):
+    orders: list[OrderLineView]
+
+
+class PlaceOrder(Command):
+    """``order.place``: from a valid quote of the same reseller, or from edition + billing (O1).
+
+    ``reseller_email`` (extension) is required for the personal space: personal lines
+    bind to the reseller's own email on payment (O5).
+    """
+
+    ROUTING_KEY = "order.place"
+    RESULT = OrderPlacedResult
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"reseller_id": "r-42", "space": "reseller", "quote_number": "Q-2026-000001"},
+                {
+                    "reseller_id": "r-42",
+                    "space": "reseller",
+                    "edition": "starter",
+                    "billing": "monthly",
+                },
+            ]
+        }
+    )
+
+    reseller_id: str = _ID
+    space: Space
+    quote_number: str | None = None
+    edition: str | None = None
+    billing: Billing | None = None
+    use_credit: bool = True
+    reseller_email: str | None = None
+
+    @model_validator(mode="after")
+    def _quote_or_edition(self) -> PlaceOrder:
+        if self.quote_number is None and (self.edition is None or self.billing is None):
+            raise ValueError("give quote_number, or edition and billing")
+        return self
+
+
+class CancelOrder(Command):
+    """``order.cancel``: the reseller cancels an unpaid line (O8)."""
+
+    ROUTING_KEY = "order.cancel"
+    RESULT = OrderStatusResult
+
+    reseller_id: str = _ID
+    order_id: str = _ID
+
+
+class ReviewProof(Command):
+    """``proof.review``: operations accept or reject the submitted proof (O4)."""
+
+    ROUTING_KEY = "proof.review"
+    RESULT = OrderStatusResult
+
+    order_id: str = _ID
+    decision: Literal["accept", "reject"]
+    reviewer: str = Field(min_length=1, max_length=128)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class BindPlan(Command):
+    """``plan.bind``: bind a paid reseller-space line to the final customer's email (O5)."""
+
+    ROUTING_KEY = "plan.bind"
+    RESULT = PlanBoundResult
+
+    reseller_id: str = _ID
+    order_id: str = _ID
+    customer_email: str = Field(min_length=1, max_length=320)
+
+
+class UpgradePlan(Command):
+    """``plan.upgrade``: move a bound, active line to a higher edition (O7)."""
+
+    ROUTING_KEY = "plan.upgrade"
+    RESULT = UpgradeResult
+
+    reseller_id: str = _ID
+    order_id: str = _ID
+    edition: str = Field(min_length=1, max_length=64)
+    billing: Billing | None = None
+
+
+class GetOrder(Query):
+    """``order.get``: one of the reseller's own lines (O9)."""
+
+    ROUTING_KEY = "order.get"
+    RESULT = OrderLineView
+
+    reseller_id: str = _ID
+    order_id: str = _ID
+
+
+class ListOrders(Query):
+    """``order.list``: the reseller's lines, newest first (O9)."""
+
+    ROUTING_KEY = "order.list"
+    RESULT = OrderList
+
+    reseller_id: str = _ID
+
+
+class _OrderEvent(Event):
+    order_id: str
+    reseller_id: str
+
+
+class OrderPlaced(_OrderEvent):
+    ROUTING_KEY = "order.placed"
+    space: Space
+    edition: str
+    billing: Billing
+    quote_number: str
+    price: OrderPrice
+    use_credit: bool
+
+
+class OrderCancelled(_OrderEvent):
+    ROUTING_KEY = "order.cancelled"
+
+
+class OrderExpired(_OrderEvent):
+    ROUTING_KEY = "order.expired"
+
+
+class ProofSubmitted(_OrderEvent):
+    ROUTING_KEY = "proof.submitted"
+    proof_id: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+class ProofAccepted(_OrderEvent):
+    """Payment accepted: carries what credits needs for C1 (first-sale credit) and O2."""
+
+    ROUTING_KEY = "proof.accepted"
+    reviewer: str
+    space: Space
+    edition: str
+    billing: Billing
+    price: OrderPrice
+
+
+class ProofRejected(_OrderEvent):
+    ROUTING_KEY = "proof.rejected"
+    reviewer: str
+    reason: str
+
+
+class PlanBound(_OrderEvent):
+    """The plan now runs for ``customer_email`` from ``period_start`` to ``period_end`` (O5, O6)."""
+
+    ROUTING_KEY = "plan.bound"
+    space: Space
+    customer_email: str
+    edition: str
+    billing: Billing
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+
+
+class PlanUpgraded(_OrderEvent):
+    ROUTING_KEY = "plan.upgraded"
+    previous_order_id: str
+    customer_email: str
+    edition: str
+    billing: Billing
+    period_start: AwareDatetime
+    period_end: AwareDatetime
+    credit_note: Money
+
+
+class PlanSuperseded(_OrderEvent):
+    ROUTING_KEY = "plan.superseded"
+    superseded_by: str
+    customer_email: str

@@ -1,0 +1,64 @@
+"""Error codes (one enum) and the domain error that carries them to the edge.
+
+Domain code raises ``Refused(code, message)``; the messaging runtime turns it into
+``{"ok": false, "error": {...}}`` or ``command.rejected``, the HTTP edge into a 4xx.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every refusal code the product can answer with (snake_case, stable)."""
+
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
+    INTERNAL_ERROR = "internal_error"
+    # quotes
+    UNKNOWN_EDITION = "unknown_edition"
+    UNKNOWN_BILLING = "unknown_billing"
+    UNKNOWN_QUOTE = "unknown_quote"
+    QUOTE_EXPIRED = "quote_expired"
+    QUOTE_ALREADY_USED = "quote_already_used"
+    NOT_YOUR_QUOTE = "not_your_quote"
+    SPACE_MISMATCH = "space_mismatch"
+    QUOTE_OR_EDITION_REQUIRED = "quote_or_edition_required"
+    # orders
+    UNKNOWN_ORDER = "unknown_order"
+    NOT_YOUR_ORDER = "not_your_order"
+    ORDER_NOT_AWAITING_PROOF = "order_not_awaiting_proof"
+    NO_PROOF_SUBMITTED = "no_proof_submitted"
+    REJECTION_REASON_REQUIRED = "rejection_reason_required"
+    ORDER_NOT_PAID = "order_not_paid"
+    ALREADY_BOUND = "already_bound"
+    PERSONAL_SPACE_BINDS_ITSELF = "personal_space_binds_itself"
+    RESELLER_EMAIL_REQUIRED = "reseller_email_required"
+    INVALID_EMAIL = "invalid_email"
+    ORDER_NOT_CANCELLABLE = "order_not_cancellable"
+    UNSUPPORTED_PROOF_TYPE = "unsupported_proof_type"
+    PROOF_TOO_LARGE = "proof_too_large"
+    EMPTY_PROOF = "empty_proof"
+    UPGRADE_NOT_AVAILABLE = "upgrade_not_available"
+    # licensing
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    INVALID_REGISTRATION = "invalid_registration"
+    PLAN_IN_USE = "plan_in_use"
+    NO_ACTIVE_PLAN = "no_active_plan"
+    INVALID_APPLIANCE_CREDENTIALS = "invalid_appliance_credentials"
+    # transport
+    UNAUTHORISED = "unauthorised"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+
+
+class Refused(Exception):
+    """A business rule refused a request: an answer, not a failure (never retried)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Conflict(Exception):
+    """An optimistic save lost to a concurrent writer; the caller reloads and decides again."""

@@ -1,0 +1,25 @@
+"""Prometheus metrics shared by every service (served on ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+MESSAGES = Counter(
+    "xo_messages_total",
+    "Messages consumed, by routing key and outcome (ok, refused, invalid, duplicate, failed).",
+    ["service", "routing_key", "outcome"],
+)
+HANDLING_SECONDS = Histogram(
+    "xo_message_handling_seconds",
+    "Time to handle one message, from delivery to ack.",
+    ["service", "routing_key"],
+)
+EVENTS_PUBLISHED = Counter(
+    "xo_events_published_total", "Events published from the outbox.", ["service", "routing_key"]
+)
+DEAD_LETTERED = Counter(
+    "xo_dead_lettered_total", "Messages dead-lettered with a reason.", ["service", "routing_key"]
+)
+HTTP_REQUESTS = Counter(
+    "xo_http_requests_total", "HTTP requests, by route and status.", ["service", "route", "status"]
+)

@@ -1,0 +1,53 @@
+"""Exact money: integer minor units with a currency, and the one rounding rule (M2, M3)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Money(BaseModel):
+    """An amount in minor units (cents). Never a float (M2)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount: int = Field(ge=0, strict=True)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(amount=self.amount + other.amount, currency=self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(amount=self.amount - other.amount, currency=self.currency)
+
+    def min(self, other: Money) -> Money:
+        self._same_currency(other)
+        return self if self.amount <= other.amount else other
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise ValueError(f"currency mismatch: {self.currency} vs {other.currency}")
+
+    @classmethod
+    def zero(cls, currency: str = "EUR") -> Money:
+        return cls(amount=0, currency=currency)
+
+
+def round_half_up(value: Fraction | Decimal) -> int:
+    """THE rounding rule of xo-reseller (M3): half up to the cent.
+
+    Every computed amount (discount, pro-rata credit note) goes through here, from
+    an exact ``Fraction`` or ``Decimal``, never from a float.
+    """
+    if isinstance(value, Fraction):
+        value = Decimal(value.numerator) / Decimal(value.denominator)
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def share_of(money: Money, rate: Fraction) -> Money:
+    """``rate`` of ``money``, rounded by the one rule (e.g. the reseller discount)."""
+    return Money(amount=round_half_up(money.amount * rate), currency=money.currency)

@@ -1,0 +1,59 @@
+"""Configuration from the environment, read once per process.
+
+Every knob that differs between a laptop, CI and production lives here, so that
+services never read ``os.environ`` themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("quotes", "orders", "credits", "licensing")
+
+
+class Settings(BaseSettings):
+    """All settings, with the defaults of CONTRACT.md ("Running it")."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Prefix for every exchange and queue name. Empty in production (the contract
+    # names); tests set a unique one per run so concurrent runs never collide.
+    amqp_namespace: str = ""
+    # Unset: the launcher starts the embedded MongoDB wire server (nx-27017).
+    mongodb_url: str | None = None
+    mongodb_db_prefix: str = "xo_"
+    data_dir: Path = Path(".data")
+
+    quotes_port: int = 8101
+    orders_port: int = 8102
+    credits_port: int = 8103
+    licensing_port: int = 8104
+    http_host: str = "127.0.0.1"
+
+    reseller_api_token: str | None = None
+    license_signing_key: str | None = None
+    # Public keys (base64, raw 32 bytes) of previous signing keys still accepted: rotation.
+    license_previous_public_keys: list[str] = Field(default_factory=list)
+
+    log_format: str = "auto"  # "json", "console" or "auto" (console on a terminal)
+    log_level: str = "INFO"
+
+    quote_validity_days: int = 30
+    proof_max_bytes: int = 10 * 1024 * 1024
+    delivery_limit: int = 5
+    prefetch: int = 64
+    rpc_timeout_seconds: float = 10.0
+    outbox_poll_seconds: float = 1.0
+
+    catalogue_path: Path | None = Field(
+        default=None, description="Catalogue data file; the shipped M3 catalogue if unset."
+    )
+
+    def port_of(self, service: str) -> int:
+        """The HTTP port of a service (each overridable by its own variable)."""
+        port: int = getattr(self, f"{service}_port")
+        return port

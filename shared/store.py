@@ -1,0 +1,287 @@
+"""MongoDB storage patterns every service uses (DESIGN.md, Storage).
+
+- One aggregate = one document, saved whole with an optimistic version check.
+- The events a change produces travel **in the same document save** (``outbox``);
+  the ``OutboxRelay`` publishes them with publisher confirms, then clears them.
+- ``applied_messages`` inside the aggregate makes a state change and the record
+  that it was applied one atomic write: a redelivered command changes nothing twice.
+- ``Inbox`` keeps the reply given to each message id, so a resent request gets the
+  same answer.
+
+Only single-document operations are used: the embedded server does not isolate
+multi-document transactions, and production must not need them either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from uuid import uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.contracts import REGISTRY, Event
+from shared.errors import Conflict
+from shared.logging import get_logger
+
+Document = dict[str, Any]
+log = get_logger(__name__)
+
+APPLIED_MESSAGES_KEPT = 200
+SAVE_ATTEMPTS = 20
+
+
+def connect(url: str) -> AsyncMongoClient[Document]:
+    """A client that returns aware UTC datetimes."""
+    return AsyncMongoClient(
+        url, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000
+    )
+
+
+def database(
+    client: AsyncMongoClient[Document], prefix: str, service: str
+) -> AsyncDatabase[Document]:
+    """One database per service: a service never reads another's data."""
+    return client[f"{prefix}{service}"]
+
+
+class OutboxEntry(BaseModel):
+    """An event waiting to be published, stored inside its aggregate's document."""
+
+    event_id: str
+    routing_key: str
+    body: str = Field(description="The event's JSON body, exactly as it will be published.")
+    correlation_id: str | None
+    occurred_at: datetime
+
+    def event(self) -> Event:
+        model = REGISTRY[self.routing_key]
+        parsed = model.model_validate_json(self.body)
+        assert isinstance(parsed, Event)
+        return parsed
+
+
+class Aggregate(BaseModel):
+    """Base of every aggregate: identity, version, outbox, applied message ids."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", validate_assignment=False)
+
+    id: str = Field(alias="_id")
+    version: int = 0
+    outbox: list[OutboxEntry] = Field(default_factory=list)
+    applied_messages: list[str] = Field(default_factory=list)
+
+    def record(self, event: Event) -> None:
+        """Record a fact; it is published after the save that stores it."""
+        self.outbox.append(
+            OutboxEntry(
+                event_id=str(uuid4()),
+                routing_key=event.ROUTING_KEY,
+                body=event.model_dump_json(),
+                correlation_id=event.correlation_id,
+                occurred_at=event.occurred_at,
+            )
+        )
+
+    def recorded(self) -> list[Event]:
+        """The events not yet published (domain tests read them here)."""
+        return [entry.event() for entry in self.outbox]
+
+    def has_applied(self, message_id: str | None) -> bool:
+        return message_id is not None and message_id in self.applied_messages
+
+    def mark_applied(self, message_id: str | None) -> None:
+        if message_id is not None:
+            self.applied_messages = [*self.applied_messages, message_id][-APPLIED_MESSAGES_KEPT:]
+
+    def to_document(self) -> Document:
+        doc = self.model_dump(by_alias=True, mode="python")
+        doc["outbox_pending"] = bool(self.outbox)
+        return doc
+
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class DocumentStore(Generic[A]):
+    """Load and save one kind of aggregate with optimistic concurrency."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        model: type[A],
+        *,
+        on_saved: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.collection = collection
+        self.model = model
+        self._on_saved = on_saved
+
+    async def get(self, aggregate_id: str) -> A | None:
+        doc = await self.collection.find_one({"_id": aggregate_id})
+        return None if doc is None else self.model.model_validate(doc)
+
+    async def insert(self, aggregate: A) -> bool:
+        """Store a new aggregate; False if one with that id exists (the create was a replay)."""
+        aggregate.version = 1
+        try:
+            await self.collection.insert_one(aggregate.to_document())
+        except DuplicateKeyError:
+            return False
+        self._on_saved()
+        return True
+
+    async def save(self, aggregate: A) -> None:
+        """Replace the document if nobody saved it since we loaded it; else ``Conflict``."""
+        expected = aggregate.version
+        doc = aggregate.to_document()
+        doc["version"] = expected + 1
+        result = await self.collection.replace_one({"_id": aggregate.id, "version": expected}, doc)
+        if result.matched_count != 1:
+            raise Conflict(f"{self.model.__name__} {aggregate.id} changed since version {expected}")
+        aggregate.version = expected + 1
+        self._on_saved()
+
+    async def mutate(
+        self,
+        aggregate_id: str,
+        decide: Callable[[A], None],
+        *,
+        message_id: str | None,
+        missing: Callable[[], A],
+    ) -> A:
+        """Load, let the domain decide, save; on a lost race reload and decide again.
+
+        ``missing`` builds a new aggregate or raises the domain's refusal. A message
+        already applied to this aggregate is not applied again.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            aggregate = await self.get(aggregate_id)
+            is_new = aggregate is None
+            if aggregate is None:
+                aggregate = missing()
+            if aggregate.has_applied(message_id):
+                return aggregate
+            decide(aggregate)
+            aggregate.mark_applied(message_id)
+            if is_new:
+                if await self.insert(aggregate):
+                    return aggregate
+                continue
+            try:
+                await self.save(aggregate)
+                return aggregate
+            except Conflict:
+                await asyncio.sleep(0)
+        raise Conflict(f"{self.model.__name__} {aggregate_id}: too many concurrent writers")
+
+
+class InboxRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    reply: str | None = None
+    at: datetime
+
+
+class Inbox:
+    """What each consumer has applied, with the reply it gave (idempotent consumption)."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    @staticmethod
+    def _key(consumer: str, message_id: str) -> str:
+        return f"{consumer}:{message_id}"
+
+    async def seen(self, consumer: str, message_id: str) -> InboxRecord | None:
+        doc = await self.collection.find_one({"_id": self._key(consumer, message_id)})
+        return None if doc is None else InboxRecord.model_validate(doc)
+
+    async def remember(
+        self, consumer: str, message_id: str, reply: str | None, at: datetime
+    ) -> None:
+        record = InboxRecord(id=self._key(consumer, message_id), reply=reply, at=at)
+        # A concurrent redelivery may have recorded it first; the effect was applied once.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one(record.model_dump(by_alias=True))
+
+
+Publish = Callable[[OutboxEntry], Awaitable[None]]
+
+
+class OutboxRelay:
+    """Publishes the events stored in aggregates' outboxes, then clears them.
+
+    Woken right after each save (low latency) and by a periodic poll (recovery
+    after a crash between the save and the publish). A publish that fails leaves
+    the entry in place for the next pass: at-least-once, and consumers dedupe by
+    ``message_id`` (= ``event_id``).
+    """
+
+    def __init__(
+        self,
+        collections: list[AsyncCollection[Document]],
+        publish: Publish,
+        *,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.collections = collections
+        self.publish = publish
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("outbox_drain_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    async def drain(self) -> int:
+        """Publish every pending event once; returns how many were published."""
+        published = 0
+        for collection in self.collections:
+            async for doc in collection.find({"outbox_pending": True}):
+                published += await self._relay(collection, doc)
+        return published
+
+    async def _relay(self, collection: AsyncCollection[Document], doc: Document) -> int:
+        sent: set[str] = set()
+        for raw in doc.get("outbox") or []:
+            entry = OutboxEntry.model_validate(raw)
+            await self.publish(entry)
+            sent.add(entry.event_id)
+        if sent:
+            await self._clear(collection, doc["_id"], sent)
+        return len(sent)
+
+    @staticmethod
+    async def _clear(collection: AsyncCollection[Document], doc_id: Any, sent: set[str]) -> None:
+        """Remove the published entries with the same versioned save the aggregates use."""
+        for _ in range(SAVE_ATTEMPTS):
+            current = await collection.find_one({"_id": doc_id})
+            if current is None:
+                return
+            version = current.get("version", 0)
+            remaining = [e for e in current.get("outbox") or [] if e["event_id"] not in sent]
+            current.update(outbox=remaining, outbox_pending=bool(remaining), version=version + 1)
+            result = await collection.replace_one({"_id": doc_id, "version": version}, current)
+            if result.matched_count == 1:
+                return
+        raise Conflict(f"could not clear the outbox of {doc_id}")
+
+
