@@ -193,7 +193,7 @@ class Bus:
         raw = message.raw_message
         message_id = raw.message_id
         remembers = not issubclass(route.message, Query)
-        if not message_id:
+        if not message_id:  # aio-pika and aiormq always set one; other AMQP clients may not
             await self.dead_letter(message, "missing message_id: every message needs a unique one")
             return "invalid"
         if remembers and (seen := await self.inbox.seen(self.service, message_id)) is not None:

@@ -15,6 +15,7 @@ multi-document transactions, and production must not need them either.
 from __future__ import annotations
 
 import asyncio
+import random
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -35,7 +36,7 @@ Document = dict[str, Any]
 log = get_logger(__name__)
 
 APPLIED_MESSAGES_KEPT = 200
-SAVE_ATTEMPTS = 20
+SAVE_ATTEMPTS = 100
 
 
 def connect(url: str) -> AsyncMongoClient[Document]:
@@ -162,7 +163,7 @@ class DocumentStore(Generic[A]):
         ``missing`` builds a new aggregate or raises the domain's refusal. A message
         already applied to this aggregate is not applied again.
         """
-        for _ in range(SAVE_ATTEMPTS):
+        for attempt in range(SAVE_ATTEMPTS):
             aggregate = await self.get(aggregate_id)
             is_new = aggregate is None
             if aggregate is None:
@@ -179,7 +180,8 @@ class DocumentStore(Generic[A]):
                 await self.save(aggregate)
                 return aggregate
             except Conflict:
-                await asyncio.sleep(0)
+                # Jittered back-off: racing writers spread out instead of colliding again.
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise Conflict(f"{self.model.__name__} {aggregate_id}: too many concurrent writers")
 
 

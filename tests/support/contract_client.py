@@ -29,8 +29,13 @@ class ContractClient:
     async def __aenter__(self) -> ContractClient:
         self.connection = await aio_pika.connect_robust(self.amqp_url)
         self.channel = await self.connection.channel(publisher_confirms=True)
-        self.commands = await self.channel.get_exchange(self.ns + "reseller.commands")
-        events = await self.channel.get_exchange(self.ns + "reseller.events")
+        # Declared with the contract's arguments (idempotent), so the client may start first.
+        self.commands = await self.channel.declare_exchange(
+            self.ns + "reseller.commands", aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        events = await self.channel.declare_exchange(
+            self.ns + "reseller.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
         queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(events, routing_key="#")
         await queue.consume(self._on_event, no_ack=True)

@@ -1,0 +1,42 @@
+# xo-reseller: `make run` starts the whole system, `make test` sets up and runs every check.
+# Both create their own virtual environment and install what they need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit docs bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "xo-reseller needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(STAMP)
+	scripts/ensure-rabbitmq
+	$(PY) -m shared.run
+
+test: $(STAMP)
+	scripts/ensure-rabbitmq
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -ra
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -ra tests/unit
+
+docs: $(STAMP)
+	$(PY) -m shared.asyncapi docs/asyncapi.json
+	$(PY) -m shared.openapi docs
+
+bench: $(STAMP)
+	scripts/ensure-rabbitmq
+	$(PY) -m bench.pipeline
+	$(PY) -m bench.sale_latency
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
