@@ -36,7 +36,9 @@ class Wiring:
     routes: list[Route]
     http: APIRouter | None = None
     setup: Callable[[], Awaitable[None]] | None = None  # indexes, keys: run once at start
-    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)  # run until stop
+    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = field(
+        default_factory=list
+    )  # run until stop
 
 
 class Runtime:

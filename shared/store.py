@@ -15,8 +15,8 @@ multi-document transactions, and production must not need them either.
 from __future__ import annotations
 
 import asyncio
-import random
 import contextlib
+import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -285,5 +285,3 @@ class OutboxRelay:
             if result.matched_count == 1:
                 return
         raise Conflict(f"could not clear the outbox of {doc_id}")
-
-

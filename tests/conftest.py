@@ -15,7 +15,7 @@ import pytest
 
 from shared.embedded_mongo import EmbeddedMongo
 from shared.settings import Settings
-from tests.support.system import System, running_system, make_settings
+from tests.support.system import System, make_settings, running_system
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

@@ -37,7 +37,9 @@ async def test_malformed_message_is_dead_lettered_with_reason_and_the_next_is_pr
     assert headers["x-rejected-by"] == "orders"
 
 
-async def test_invalid_fields_get_a_precise_invalid_message_reply_and_a_dead_letter(system: System) -> None:
+async def test_invalid_fields_get_a_precise_invalid_message_reply_and_a_dead_letter(
+    system: System,
+) -> None:
     reply = await system.client.request("order.place", {"reseller_id": "r-1", "space": "moon"})
     assert reply["ok"] is False
     assert reply["error"]["code"] == "invalid_message"
@@ -49,13 +51,21 @@ async def test_invalid_fields_get_a_precise_invalid_message_reply_and_a_dead_let
 async def test_unknown_fields_in_a_command_are_refused_not_ignored(system: System) -> None:
     reply = await system.client.request(
         "quote.request",
-        {"reseller_id": "r", "space": "reseller", "edition": "starter", "billing": "monthly", "discount": 99},
+        {
+            "reseller_id": "r",
+            "space": "reseller",
+            "edition": "starter",
+            "billing": "monthly",
+            "discount": 99,
+        },
     )
     assert reply["error"]["code"] == "invalid_message"
     assert "discount" in reply["error"]["message"]
 
 
-async def test_resending_order_place_with_the_same_message_id_creates_one_line(system: System) -> None:
+async def test_resending_order_place_with_the_same_message_id_creates_one_line(
+    system: System,
+) -> None:
     body = {"reseller_id": "r-7", "space": "reseller", "edition": "starter", "billing": "monthly"}
     first = await system.client.request("order.place", body, message_id="place-once")
     again = await system.client.request("order.place", body, message_id="place-once")
@@ -66,9 +76,12 @@ async def test_resending_order_place_with_the_same_message_id_creates_one_line(s
 
 async def test_refused_command_without_reply_to_publishes_command_rejected(system: System) -> None:
     message_id = await system.client.send(
-        "plan.bind", {"reseller_id": "r-1", "order_id": "ol_missing", "customer_email": "a@b.example"}
+        "plan.bind",
+        {"reseller_id": "r-1", "order_id": "ol_missing", "customer_email": "a@b.example"},
     )
-    event = await system.client.wait_event("command.rejected", lambda b: b["message_id"] == message_id)
+    event = await system.client.wait_event(
+        "command.rejected", lambda b: b["message_id"] == message_id
+    )
     assert event["command"] == "plan.bind"
     assert event["error"]["code"] == "unknown_order"
 
@@ -88,7 +101,12 @@ async def test_transient_failure_is_redelivered_then_dead_lettered_at_the_delive
         async with ContractClient(settings.amqp_url, settings.amqp_namespace) as client:
             message_id = await client.send(
                 "quote.request",
-                {"reseller_id": "r", "space": "reseller", "edition": "starter", "billing": "monthly"},
+                {
+                    "reseller_id": "r",
+                    "space": "reseller",
+                    "edition": "starter",
+                    "billing": "monthly",
+                },
             )
             [dead] = await client.dead_letters(timeout=30)
         assert dead.message_id == message_id
@@ -96,20 +114,26 @@ async def test_transient_failure_is_redelivered_then_dead_lettered_at_the_delive
         assert set(attempts) == {message_id}
     finally:
         await runtime.stop()
-        await delete_namespace(settings.amqp_url, settings.amqp_namespace, extra_services=("probe",))
+        await delete_namespace(
+            settings.amqp_url, settings.amqp_namespace, extra_services=("probe",)
+        )
 
 
 async def test_an_event_saved_before_a_crash_is_published_when_the_service_comes_back(
     settings: Settings,
 ) -> None:
     """The outbox: the save holds the event; a relay started later publishes it."""
-    runtime = Runtime("orders", settings)  # not started: we only use its store, as a crashed process
+    runtime = Runtime(
+        "orders", settings
+    )  # not started: we only use its store, as a crashed process
     store = runtime.store("order_lines", OrderLine)
     line = placed_line("ol_crash", now=datetime.now(UTC))
     assert await store.insert(line)
     await runtime.mongo.close()
     async with running_system(settings, services=("orders",)) as system:
-        event = await system.client.wait_event("order.placed", lambda b: b["order_id"] == "ol_crash")
+        event = await system.client.wait_event(
+            "order.placed", lambda b: b["order_id"] == "ol_crash"
+        )
         assert event["correlation_id"] == "ol_crash"
 
 

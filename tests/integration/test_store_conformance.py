@@ -63,7 +63,9 @@ async def test_insert_of_an_existing_id_reports_the_replay(db: AsyncDatabase[Doc
     assert stored is not None and stored.value == 0
 
 
-async def test_50_concurrent_optimistic_writers_each_apply_once(db: AsyncDatabase[Document]) -> None:
+async def test_50_concurrent_optimistic_writers_each_apply_once(
+    db: AsyncDatabase[Document],
+) -> None:
     """The pattern behind every aggregate: 50 racing increments, none lost, none doubled."""
     store = DocumentStore(db["counters"], Counter)
     await store.insert(Counter(id="race"))
@@ -95,7 +97,10 @@ async def test_unique_index_raises_duplicate_key(db: AsyncDatabase[Document]) ->
 async def test_inc_upsert_counter_is_atomic_under_concurrency(db: AsyncDatabase[Document]) -> None:
     async def next_value() -> int:
         doc = await db["seq"].find_one_and_update(
-            {"_id": "quote-2026"}, {"$inc": {"value": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+            {"_id": "quote-2026"},
+            {"$inc": {"value": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
         assert doc is not None
         return int(doc["value"])
@@ -104,7 +109,9 @@ async def test_inc_upsert_counter_is_atomic_under_concurrency(db: AsyncDatabase[
     assert sorted(values) == list(range(1, 31))
 
 
-async def test_boolean_flag_query_and_aware_datetimes_round_trip(db: AsyncDatabase[Document]) -> None:
+async def test_boolean_flag_query_and_aware_datetimes_round_trip(
+    db: AsyncDatabase[Document],
+) -> None:
     moment = utc_ms(datetime(2026, 2, 28, 23, 59, 59, 999_999, tzinfo=UTC))
     await db["o"].insert_many(
         [
@@ -115,7 +122,14 @@ async def test_boolean_flag_query_and_aware_datetimes_round_trip(db: AsyncDataba
     found = [d async for d in db["o"].find({"outbox_pending": True})]
     assert [d["_id"] for d in found] == [1]
     assert found[0]["at"] == moment and found[0]["at"].tzinfo is not None
-    in_range = await db["o"].count_documents({"at": {"$gte": moment, "$lt": moment.replace(second=0, minute=0, hour=0, day=29, month=2, year=2028)}})
+    in_range = await db["o"].count_documents(
+        {
+            "at": {
+                "$gte": moment,
+                "$lt": moment.replace(second=0, minute=0, hour=0, day=29, month=2, year=2028),
+            }
+        }
+    )
     assert in_range == 2
 
 

@@ -11,7 +11,9 @@ from shared.settings import SERVICES
 from shared.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
 
 
-async def delete_namespace(amqp_url: str, namespace: str, extra_services: tuple[str, ...] = ()) -> None:
+async def delete_namespace(
+    amqp_url: str, namespace: str, extra_services: tuple[str, ...] = ()
+) -> None:
     """Delete every queue and exchange the topology may have declared under ``namespace``."""
     assert namespace, "refusing to delete the production (empty) namespace"
     connection = await aio_pika.connect(amqp_url)

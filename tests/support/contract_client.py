@@ -82,7 +82,12 @@ class ContractClient:
         return message_id
 
     async def request(
-        self, routing_key: str, body: Body | bytes, *, message_id: str | None = None, timeout: float = 15
+        self,
+        routing_key: str,
+        body: Body | bytes,
+        *,
+        message_id: str | None = None,
+        timeout: float = 15,
     ) -> Body:
         """Request/reply over direct reply-to; returns the ``{ok, result|error}`` envelope."""
         correlation_id = str(uuid.uuid4())
@@ -117,7 +122,9 @@ class ContractClient:
         assert result is not None
         return result
 
-    async def dead_letters(self, *, wait_for: int = 1, timeout: float = 15) -> list[AbstractIncomingMessage]:
+    async def dead_letters(
+        self, *, wait_for: int = 1, timeout: float = 15
+    ) -> list[AbstractIncomingMessage]:
         """Take the messages in ``reseller.dead-letters`` (at least ``wait_for`` of them)."""
         queue = await self.channel.get_queue(self.ns + "reseller.dead-letters", ensure=False)
         taken: list[AbstractIncomingMessage] = []

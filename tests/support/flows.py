@@ -10,9 +10,16 @@ PDF = b"%PDF-1.4\n% wire transfer proof\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 
-async def quote(system: System, reseller: str, edition: str = "enterprise", billing: str = "annual", space: str = "reseller") -> dict[str, Any]:
+async def quote(
+    system: System,
+    reseller: str,
+    edition: str = "enterprise",
+    billing: str = "annual",
+    space: str = "reseller",
+) -> dict[str, Any]:
     return await system.client.ok(
-        "quote.request", {"reseller_id": reseller, "space": space, "edition": edition, "billing": billing}
+        "quote.request",
+        {"reseller_id": reseller, "space": space, "edition": edition, "billing": billing},
     )
 
 
@@ -23,7 +30,14 @@ async def place(system: System, reseller: str, **fields: Any) -> dict[str, Any]:
     return await system.client.ok("order.place", body)
 
 
-async def upload(system: System, order_id: str, reseller: str, content: bytes = PDF, name: str = "proof.pdf", token: str = API_TOKEN) -> Any:
+async def upload(
+    system: System,
+    order_id: str,
+    reseller: str,
+    content: bytes = PDF,
+    name: str = "proof.pdf",
+    token: str = API_TOKEN,
+) -> Any:
     async with system.http("orders") as http:
         return await http.post(
             f"/v1/orders/{order_id}/proofs",
@@ -36,11 +50,15 @@ async def paid_order(system: System, reseller: str, **fields: Any) -> str:
     order_id: str = (await place(system, reseller, **fields))["order_id"]
     response = await upload(system, order_id, reseller)
     assert response.status_code == 201, response.text
-    await system.client.ok("proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "ops"})
+    await system.client.ok(
+        "proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "ops"}
+    )
     return order_id
 
 
 async def bound_order(system: System, reseller: str, email: str, **fields: Any) -> str:
     order_id = await paid_order(system, reseller, **fields)
-    await system.client.ok("plan.bind", {"reseller_id": reseller, "order_id": order_id, "customer_email": email})
+    await system.client.ok(
+        "plan.bind", {"reseller_id": reseller, "order_id": order_id, "customer_email": email}
+    )
     return order_id

@@ -35,7 +35,9 @@ WIRES = {
 API_TOKEN = "test-api-token"
 
 
-def make_settings(*, amqp_url: str, mongo_url: str, data_dir: Path, **overrides: object) -> Settings:
+def make_settings(
+    *, amqp_url: str, mongo_url: str, data_dir: Path, **overrides: object
+) -> Settings:
     run = uuid4().hex[:10]
     values: dict[str, object] = {
         "amqp_url": amqp_url,

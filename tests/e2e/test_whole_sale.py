@@ -1,0 +1,156 @@
+"""End to end: the system as `make run` starts it, driven as an outside system would.
+
+The client knows only CONTRACT.md: raw AMQP to the exchanges, HTTP to the services,
+and the published public key to verify the licence offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tests.support.broker import delete_namespace
+from tests.support.contract_client import ContractClient
+from tests.support.processes import LaunchedSystem, launched_system
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def launched(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with launched_system(amqp_url, tmp_path_factory.mktemp("e2e")) as system:
+        yield system
+    asyncio.run(delete_namespace(amqp_url, system.namespace))
+
+
+@pytest.fixture
+async def client(launched: LaunchedSystem, amqp_url: str) -> AsyncIterator[ContractClient]:
+    async with ContractClient(amqp_url, launched.namespace) as contract_client:
+        yield contract_client
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_a_whole_sale_down_to_the_verified_licence(
+    launched: LaunchedSystem, client: ContractClient
+) -> None:
+    quote = await client.ok(
+        "quote.request",
+        {"reseller_id": "acme", "space": "reseller", "edition": "premium", "billing": "monthly"},
+    )
+    assert quote["amount_due"] == {"amount": 31920, "currency": "EUR"}  # 39,900 - 20 %
+    order = await client.ok(
+        "order.place",
+        {"reseller_id": "acme", "space": "reseller", "quote_number": quote["quote_number"]},
+    )
+    order_id = order["order_id"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        proof = await http.post(
+            f"{launched.url('orders')}/v1/orders/{order_id}/proofs",
+            headers={"Authorization": f"Bearer {launched.api_token}", "X-Reseller-Id": "acme"},
+            files={
+                "file": ("virement.pdf", b"%PDF-1.7\nwire transfer 319.20 EUR\n", "application/pdf")
+            },
+        )
+        assert proof.status_code == 201, proof.text
+        await client.ok(
+            "proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "ops"}
+        )
+
+        started = time.perf_counter()
+        bound = await client.ok(
+            "plan.bind",
+            {"reseller_id": "acme", "order_id": order_id, "customer_email": "Eve@Customer.example"},
+        )
+        note = await client.wait_event("customer.notification", lambda b: b["order_id"] == order_id)
+        registered = await http.post(
+            f"{launched.url('licensing')}/v1/appliances/register",
+            json={
+                "email": "eve@customer.example",
+                "registration_token": note["registration_token"],
+                "appliance_id": "xoa-eve-1",
+            },
+        )
+        assert registered.status_code == 200, registered.text
+        secret = registered.json()["appliance_secret"]
+        checked = await http.get(
+            f"{launched.url('licensing')}/v1/appliances/xoa-eve-1/license",
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        latency_ms = (time.perf_counter() - started) * 1000
+        keys = (await http.get(f"{launched.url('licensing')}/v1/public-key")).json()
+
+    print(f"\nplan.bind -> licence checked by the appliance: {latency_ms:.1f} ms")
+    status = checked.json()
+    assert (status["status"], status["edition"], status["support"]) == ("active", "premium", True)
+    assert datetime.fromisoformat(status["valid_until"]) == datetime.fromisoformat(
+        bound["period_end"]
+    )
+    payload, signature = status["license"].split(".")
+    Ed25519PublicKey.from_public_bytes(base64.b64decode(keys["public_key"])).verify(
+        _b64url(signature), payload.encode("ascii")
+    )
+    claims = json.loads(_b64url(payload))
+    assert (claims["customer_email"], claims["appliance_id"], claims["edition"]) == (
+        "eve@customer.example",
+        "xoa-eve-1",
+        "premium",
+    )
+    license_status = await client.ok("license.status", {"customer_email": "eve@customer.example"})
+    assert [a["appliance_id"] for a in license_status["appliances"]] == ["xoa-eve-1"]
+
+
+async def test_refusals_bind_before_payment_and_wrong_reseller(client: ContractClient) -> None:
+    order = await client.ok(
+        "order.place",
+        {"reseller_id": "acme", "space": "reseller", "edition": "starter", "billing": "annual"},
+    )
+    early = await client.request(
+        "plan.bind",
+        {"reseller_id": "acme", "order_id": order["order_id"], "customer_email": "x@y.example"},
+    )
+    assert early == {
+        "ok": False,
+        "error": {
+            "code": "order_not_paid",
+            "message": f"order {order['order_id']} is awaiting_proof: only a paid line binds",
+        },
+    }
+    foreign = await client.request(
+        "order.get", {"reseller_id": "intruder", "order_id": order["order_id"]}
+    )
+    assert foreign["error"]["code"] == "not_your_order"
+
+
+async def test_a_malformed_message_is_dead_lettered_while_the_next_good_one_is_processed(
+    client: ContractClient,
+) -> None:
+    bad = await client.send("plan.bind", b'{"reseller_id": "acme", "order_id": 42')
+    good = await client.ok("order.list", {"reseller_id": "acme"})
+    assert isinstance(good["orders"], list)
+    [dead] = await client.dead_letters()
+    assert dead.message_id == bad
+    assert "Invalid JSON" in str((dead.headers or {})["x-death-reason"])
+
+
+def test_sigterm_stops_every_process_cleanly(amqp_url: str, tmp_path: Path) -> None:
+    with launched_system(amqp_url, tmp_path) as system:
+        system.process.send_signal(signal.SIGTERM)
+        assert system.process.wait(timeout=40) == 0
+        log = system.log.read_text()
+        assert log.count('"event": "service_stopped"') == 4
+        assert '"event": "system_stopped"' in log
+    asyncio.run(delete_namespace(amqp_url, system.namespace))

@@ -1,0 +1,88 @@
+"""The system as `make run` starts it: launcher, four service processes, embedded store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+
+from shared.embedded_mongo import free_port
+
+SERVICES = ("quotes", "orders", "credits", "licensing")
+
+
+@dataclass
+class LaunchedSystem:
+    namespace: str
+    ports: dict[str, int]
+    api_token: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+
+@contextmanager
+def launched_system(
+    amqp_url: str, workdir: Path, *, ready_timeout: float = 60
+) -> Iterator[LaunchedSystem]:
+    """Start the launcher with its own data dir, namespace and ports; SIGTERM it at the end."""
+    ports = {s: free_port() for s in SERVICES}
+    namespace = f"e{uuid4().hex[:10]}."
+    token = uuid4().hex
+    env = {
+        **os.environ,
+        "AMQP_URL": amqp_url,
+        "AMQP_NAMESPACE": namespace,
+        "DATA_DIR": str(workdir / "data"),
+        "RESELLER_API_TOKEN": token,
+        "LOG_FORMAT": "json",
+        **{f"{s.upper()}_PORT": str(p) for s, p in ports.items()},
+    }
+    env.pop("MONGODB_URL", None)  # the launcher starts the embedded store, as `make run` does
+    log = workdir / "system.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.run"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    system = LaunchedSystem(namespace, ports, token, process, log)
+    try:
+        _wait_ready(system, ready_timeout)
+        yield system
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(system: LaunchedSystem, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(SERVICES)
+    while pending and time.monotonic() < deadline:
+        if system.process.poll() is not None:
+            raise RuntimeError(f"launcher exited early:\n{system.log.read_text()[-4000:]}")
+        for service in list(pending):
+            try:
+                if httpx.get(system.url(service) + "/ready", timeout=1).status_code == 200:
+                    pending.discard(service)
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    if pending:
+        raise RuntimeError(
+            f"not ready after {timeout}s: {pending}\n{system.log.read_text()[-4000:]}"
+        )
