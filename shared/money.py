@@ -38,14 +38,16 @@ class Money(BaseModel):
 
 
 def round_half_up(value: Fraction | Decimal) -> int:
-    """THE rounding rule of xo-reseller (M3): half up to the cent.
+    """THE rounding rule of xo-reseller (M3): half up to the cent (ties away from zero).
 
-    Every computed amount (discount, pro-rata credit note) goes through here, from
-    an exact ``Fraction`` or ``Decimal``, never from a float.
+    Every computed amount (discount, pro-rata credit note) goes through here, from an
+    exact ``Fraction`` or ``Decimal``, never from a float. Fractions are rounded with
+    integer arithmetic: no decimal context can truncate them first.
     """
-    if isinstance(value, Fraction):
-        value = Decimal(value.numerator) / Decimal(value.denominator)
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    if isinstance(value, Decimal):
+        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    magnitude = (2 * abs(value.numerator) + value.denominator) // (2 * value.denominator)
+    return magnitude if value >= 0 else -magnitude
 
 
 def share_of(money: Money, rate: Fraction) -> Money:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -28,7 +29,7 @@ from shared.store import Aggregate
 TOKENS_KEPT = 5
 # Compared against when the email is unknown, so that an unknown email costs the same
 # work as a wrong token (L2: no enumeration).
-DUMMY_HASH = hashlib.sha256(b"xo-reseller: no such customer").hexdigest()
+DUMMY_HASH = hashlib.sha256(secrets.token_bytes(32)).hexdigest()  # nobody knows a preimage
 
 
 def invalid_registration() -> Refused:
@@ -49,16 +50,18 @@ class PlanEntitlement(BaseModel):
     edition: str
     period_start: AwareDatetime
     period_end: AwareDatetime
-    appliance_id: str | None = None
 
     def active_at(self, now: datetime) -> bool:
         return self.period_start <= now < self.period_end
 
 
 class Appliance(BaseModel):
+    """A registered appliance. ``seniority`` orders appliances for plan allocation; an
+    appliance that takes a licence over by a move inherits the seniority it replaces."""
+
     appliance_id: str
     secret_hash: str
-    order_id: str
+    seniority: int
     status: Literal["active", "moved"] = "active"
     registered_at: AwareDatetime
 
@@ -145,15 +148,39 @@ class Customer(Aggregate):
         until = max(p.period_end for p in active if p.edition == edition)
         return Entitlement("active", "plan_active", edition, until)
 
+    def allocation(self, now: datetime, catalogue: Catalogue) -> dict[str, PlanEntitlement]:
+        """Which active plan each appliance runs on now (L1, L5), derived, never stored.
+
+        Active plans, highest edition first, go to active appliances in seniority order:
+        one appliance per plan; a lone appliance gets the highest edition; when its plan
+        ends it runs on the next one (renewal, upgrade) without re-registering.
+        """
+        plans = sorted(
+            (p for p in self.plans if p.active_at(now)),
+            key=lambda p: (catalogue.rank(p.edition), p.period_end),
+            reverse=True,
+        )
+        appliances = sorted(
+            (a for a in self.appliances if a.status == "active"), key=lambda a: a.seniority
+        )
+        return {a.appliance_id: plan for a, plan in zip(appliances, plans, strict=False)}
+
     def appliance_entitlement(
         self, appliance_id: str, now: datetime, catalogue: Catalogue
     ) -> Entitlement:
+        """What one appliance may unlock (L4): through its own allocated plan only."""
         appliance = self._appliance(appliance_id)
         if appliance is None:
             return Entitlement("not_registered", "appliance_not_registered", FREE, None)
         if appliance.status == "moved":
             return Entitlement("moved", "license_moved_to_another_appliance", FREE, None)
-        return self.entitlement(now, catalogue)
+        if self.suspended:
+            return Entitlement("suspended", "license_suspended", FREE, None)
+        plan = self.allocation(now, catalogue).get(appliance_id)
+        if plan is None:
+            reason = "plan_ended" if self.plans else "no_plan"
+            return Entitlement("expired", reason, FREE, None)
+        return Entitlement("active", "plan_active", plan.edition, plan.period_end)
 
     # --- L2 / L5: registration -------------------------------------------------------
 
@@ -161,62 +188,63 @@ class Customer(Aggregate):
         """Constant-time check against every kept token (no early return)."""
         given = digest(token)
         found = False
-        for kept in self.tokens or [RegistrationToken(token_hash=DUMMY_HASH, issued_at=_EPOCH)]:
+        for kept in self.tokens:
             found |= hmac.compare_digest(given, kept.token_hash)
+        if not self.tokens:  # same work as one comparison, never a match
+            hmac.compare_digest(given, DUMMY_HASH)
         return found
 
     def register(
         self, *, appliance_id: str, secret: str, move: bool, now: datetime, catalogue: Catalogue
     ) -> None:
-        """Attach the appliance to a plan: one appliance per plan (L5).
+        """Register an appliance: one appliance per active plan (L5).
 
-        A known appliance gets a new secret. Otherwise the highest free active plan is
-        taken; when every active plan is in use, ``move`` moves the highest one from its
-        appliance (which then reads ``moved``) to this one.
+        A known active appliance gets a new secret. A new one is accepted while there
+        are fewer active appliances than active plans; otherwise ``move`` releases the
+        most senior appliance (its next check reads ``moved``) and takes its place.
         """
         existing = self._appliance(appliance_id)
         if existing is not None and existing.status == "active":
             existing.secret_hash = digest(secret)
             return
-        active = sorted(
-            (p for p in self.plans if p.active_at(now)),
-            key=lambda p: catalogue.rank(p.edition),
-            reverse=True,
-        )
-        if not active:
+        active_plans = [p for p in self.plans if p.active_at(now)]
+        if not active_plans:
             raise Refused(ErrorCode.NO_ACTIVE_PLAN, "no active plan to register an appliance with")
-        free = [p for p in active if p.appliance_id is None]
+        allocated = self.allocation(now, catalogue)
         ids = {"customer_email": self.email, "occurred_at": now}
-        if free:
-            plan = free[0]
+        if len(allocated) < len(active_plans):
+            seniority = max((a.seniority for a in self.appliances), default=0) + 1
         elif move:
-            plan = active[0]
-            previous = self._appliance(plan.appliance_id or "")
-            if previous is not None:
-                previous.status = "moved"
-                self.record(
-                    ApplianceMoved(
-                        **ids,
-                        order_id=plan.order_id,
-                        from_appliance_id=previous.appliance_id,
-                        to_appliance_id=appliance_id,
-                        correlation_id=plan.order_id,
-                    )
+            released = min(
+                (a for a in self.appliances if a.appliance_id in allocated),
+                key=lambda a: a.seniority,
+            )
+            released.status = "moved"
+            seniority = released.seniority
+            plan = allocated[released.appliance_id]
+            self.record(
+                ApplianceMoved(
+                    **ids,
+                    order_id=plan.order_id,
+                    from_appliance_id=released.appliance_id,
+                    to_appliance_id=appliance_id,
+                    correlation_id=plan.order_id,
                 )
+            )
         else:
             raise Refused(
                 ErrorCode.PLAN_IN_USE,
                 "every active plan is used by another appliance; send move=true to move it here",
             )
-        plan.appliance_id = appliance_id
         self.appliances = [a for a in self.appliances if a.appliance_id != appliance_id] + [
             Appliance(
                 appliance_id=appliance_id,
                 secret_hash=digest(secret),
-                order_id=plan.order_id,
+                seniority=seniority,
                 registered_at=now,
             )
         ]
+        plan = self.allocation(now, catalogue)[appliance_id]
         self.record(
             ApplianceRegistered(
                 **ids,
@@ -238,19 +266,25 @@ class Customer(Aggregate):
 
     def status_view(self, now: datetime, catalogue: Catalogue) -> LicenseStatusResult:
         entitlement = self.entitlement(now, catalogue)
+        on_plan = {plan.order_id: a for a, plan in self.allocation(now, catalogue).items()}
         return LicenseStatusResult(
             customer_email=self.email,
             edition=entitlement.edition,
             status=entitlement.status,
             reason=entitlement.reason,
             valid_until=entitlement.valid_until,
-            plans=[PlanEntitlementView.model_validate(p.model_dump()) for p in self.plans],
+            plans=[
+                PlanEntitlementView(**p.model_dump(), appliance_id=on_plan.get(p.order_id))
+                for p in self.plans
+            ],
             appliances=[
-                ApplianceView.model_validate(a.model_dump(exclude={"secret_hash"}))
+                ApplianceView(
+                    appliance_id=a.appliance_id,
+                    status=a.status,
+                    registered_at=a.registered_at,
+                    order_id=next((o for o, i in on_plan.items() if i == a.appliance_id), None),
+                )
                 for a in self.appliances
             ],
             support=entitlement.support,
         )
-
-
-_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")

@@ -23,7 +23,7 @@ class PlanEntitlementView(BaseModel):
 
 class ApplianceView(BaseModel):
     appliance_id: str
-    order_id: str
+    order_id: str | None = Field(description="The plan it runs on now; none when no plan is left.")
     status: Literal["active", "moved"]
     registered_at: AwareDatetime
 

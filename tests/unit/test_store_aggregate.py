@@ -1,0 +1,74 @@
+"""The pure parts of the storage pattern: outbox and applied message ids (shared/store.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.contracts.orders import OrderCancelled
+from shared.store import APPLIED_MESSAGES_KEPT, Aggregate
+
+AT = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
+
+
+def cancelled(order_id: str = "ol_1") -> OrderCancelled:
+    return OrderCancelled(
+        order_id=order_id, reseller_id="r-42", occurred_at=AT, correlation_id=order_id
+    )
+
+
+def test_store_recorded_events_round_trip_through_the_outbox() -> None:
+    aggregate = Aggregate(id="agg-1")
+    aggregate.record(cancelled("ol_1"))
+    aggregate.record(cancelled("ol_2"))
+    assert aggregate.recorded() == [cancelled("ol_1"), cancelled("ol_2")]
+    entry = aggregate.outbox[0]
+    assert entry.routing_key == "order.cancelled"
+    assert entry.correlation_id == "ol_1"
+    assert entry.occurred_at == AT
+    assert entry.event_id != aggregate.outbox[1].event_id
+
+
+def test_store_message_is_applied_once() -> None:
+    aggregate = Aggregate(id="agg-1")
+    assert aggregate.has_applied("m-1") is False
+    aggregate.mark_applied("m-1")
+    assert aggregate.has_applied("m-1") is True
+    assert aggregate.has_applied("m-2") is False
+
+
+def test_store_message_without_id_is_never_marked() -> None:
+    aggregate = Aggregate(id="agg-1")
+    aggregate.mark_applied(None)
+    assert aggregate.applied_messages == []
+    assert aggregate.has_applied(None) is False
+
+
+def test_store_only_the_latest_applied_messages_are_kept() -> None:
+    aggregate = Aggregate(id="agg-1")
+    for i in range(APPLIED_MESSAGES_KEPT + 1):
+        aggregate.mark_applied(f"m-{i}")
+    assert len(aggregate.applied_messages) == APPLIED_MESSAGES_KEPT
+    assert aggregate.has_applied("m-0") is False
+    assert aggregate.has_applied("m-1") is True
+    assert aggregate.has_applied(f"m-{APPLIED_MESSAGES_KEPT}") is True
+
+
+def test_store_document_uses_mongo_id_and_flags_pending_outbox() -> None:
+    aggregate = Aggregate(id="agg-1")
+    doc = aggregate.to_document()
+    assert doc["_id"] == "agg-1"
+    assert "id" not in doc
+    assert doc["version"] == 0
+    assert doc["outbox_pending"] is False
+    aggregate.record(cancelled())
+    assert aggregate.to_document()["outbox_pending"] is True
+
+
+def test_store_document_loads_back_into_the_same_aggregate() -> None:
+    aggregate = Aggregate(id="agg-1")
+    aggregate.record(cancelled())
+    aggregate.mark_applied("m-1")
+    loaded = Aggregate.model_validate(aggregate.to_document())
+    assert loaded.id == "agg-1"
+    assert loaded.recorded() == [cancelled()]
+    assert loaded.applied_messages == ["m-1"]
