@@ -35,7 +35,6 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	scripts/ensure-rabbitmq
-	$(PY) -m bench.pipeline
 	$(PY) -m bench.sale_latency
 
 clean:

@@ -1,0 +1,95 @@
+"""How long from ``plan.bind`` until the customer's appliance can fetch its licence.
+
+Starts the system as `make run` does (launcher, four processes, embedded store), runs
+N sales as an outside system would, and times, per sale: plan.bind sent -> bind reply
+-> customer.notification (the token) -> appliance registered -> licence fetched.
+Baseline, same run, same broker: one raw aio-pika request/reply round trip.
+
+    python -m bench.sale_latency [--sales 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import raw_round_trips, summary
+from tests.support.broker import delete_namespace
+from tests.support.contract_client import ContractClient
+from tests.support.processes import LaunchedSystem, launched_system
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+async def one_sale(
+    system: LaunchedSystem, client: ContractClient, http: httpx.AsyncClient, n: int
+) -> float:
+    order = await client.ok(
+        "order.place",
+        {"reseller_id": "bench", "space": "reseller", "edition": "starter", "billing": "monthly"},
+    )
+    order_id = order["order_id"]
+    await http.post(
+        f"{system.url('orders')}/v1/orders/{order_id}/proofs",
+        headers={"Authorization": f"Bearer {system.api_token}", "X-Reseller-Id": "bench"},
+        files={"file": ("p.pdf", b"%PDF-1.4 bench", "application/pdf")},
+    )
+    await client.ok(
+        "proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "bench"}
+    )
+    email = f"customer{n}@bench.example"
+    started = time.perf_counter()
+    await client.ok(
+        "plan.bind", {"reseller_id": "bench", "order_id": order_id, "customer_email": email}
+    )
+    note = await client.wait_event("customer.notification", lambda b: b["order_id"] == order_id)
+    registered = await http.post(
+        f"{system.url('licensing')}/v1/appliances/register",
+        json={
+            "email": email,
+            "registration_token": note["registration_token"],
+            "appliance_id": f"xoa-{n}",
+        },
+    )
+    secret = registered.json()["appliance_secret"]
+    licence = await http.get(
+        f"{system.url('licensing')}/v1/appliances/xoa-{n}/license",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    assert licence.json()["status"] == "active", licence.text
+    return elapsed
+
+
+async def measure(system: LaunchedSystem, sales: int) -> tuple[list[float], list[float]]:
+    async with (
+        ContractClient(AMQP_URL, system.namespace) as client,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        await one_sale(system, client, http, -1)  # warm-up
+        samples = [await one_sale(system, client, http, n) for n in range(sales)]
+    baseline = await raw_round_trips(AMQP_URL, max(sales, 50))
+    return samples, baseline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sales", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, launched_system(AMQP_URL, Path(tmp)) as system:
+        samples, baseline = asyncio.run(measure(system, args.sales))
+        asyncio.run(delete_namespace(AMQP_URL, system.namespace))
+    print(summary("plan.bind -> licence fetched", samples))
+    print(summary("baseline raw aio-pika request/reply", baseline))
+    ratio = sorted(samples)[len(samples) // 2] / sorted(baseline)[len(baseline) // 2]
+    print(f"ratio (p50 sale / p50 raw round trip): {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
