@@ -6,6 +6,7 @@ back from MongoDB equals the value the domain decided with.
 
 from __future__ import annotations
 
+import calendar
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -42,3 +43,13 @@ class FixedClock:
 
     def advance(self, delta: timedelta) -> None:
         self._now = utc_ms(self._now + delta)
+
+
+def add_months(start: datetime, months: int) -> datetime:
+    """``start`` plus whole calendar months, clamped to the target month's last day
+    (Jan 31 + 1 month = Feb 28/29): plan periods (O6) and credit validity (C1)."""
+    month_index = start.month - 1 + months
+    year, month = start.year + month_index // 12, month_index % 12 + 1
+    return start.replace(
+        year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1])
+    )

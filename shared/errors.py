@@ -39,13 +39,20 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_PROOF_TYPE = "unsupported_proof_type"
     PROOF_TOO_LARGE = "proof_too_large"
     EMPTY_PROOF = "empty_proof"
-    UPGRADE_NOT_AVAILABLE = "upgrade_not_available"
+    NOT_AN_UPGRADE = "not_an_upgrade"
+    ORDER_NOT_BOUND = "order_not_bound"
+    PLAN_EXPIRED = "plan_expired"
+    UPGRADE_IN_PROGRESS = "upgrade_in_progress"
+    ORDER_SUPERSEDED = "order_superseded"
     # licensing
     UNKNOWN_CUSTOMER = "unknown_customer"
     INVALID_REGISTRATION = "invalid_registration"
     PLAN_IN_USE = "plan_in_use"
     NO_ACTIVE_PLAN = "no_active_plan"
     INVALID_APPLIANCE_CREDENTIALS = "invalid_appliance_credentials"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    MOVE_LIMIT_REACHED = "move_limit_reached"
+    LICENSE_SUSPENDED = "license_suspended"
     # transport
     UNAUTHORISED = "unauthorised"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
@@ -58,6 +65,14 @@ class Refused(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class RateLimited(Refused):
+    """A refusal that may be retried after ``retry_after`` seconds (HTTP 429 + ``Retry-After``)."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = max(1, retry_after)
 
 
 class Conflict(Exception):

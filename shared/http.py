@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import metrics
-from shared.errors import ErrorCode, Refused
+from shared.errors import ErrorCode, RateLimited, Refused
 
 STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_ORDER: 404,
@@ -24,6 +24,9 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORISED: 401,
     ErrorCode.INVALID_REGISTRATION: 401,
     ErrorCode.INVALID_APPLIANCE_CREDENTIALS: 401,
+    ErrorCode.LICENSE_SUSPENDED: 403,
+    ErrorCode.TOO_MANY_ATTEMPTS: 429,
+    ErrorCode.MOVE_LIMIT_REACHED: 429,
     ErrorCode.PROOF_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_PROOF_TYPE: 415,
     ErrorCode.EMPTY_PROOF: 422,
@@ -46,7 +49,10 @@ def add_edge(
 
     @app.exception_handler(Refused)
     async def _refused(_: Request, exc: Refused) -> JSONResponse:
-        return error_response(exc.code, exc.message)
+        response = error_response(exc.code, exc.message)
+        if isinstance(exc, RateLimited):  # 429: when to try again, in whole seconds
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -23,3 +23,13 @@ DEAD_LETTERED = Counter(
 HTTP_REQUESTS = Counter(
     "xo_http_requests_total", "HTTP requests, by route and status.", ["service", "route", "status"]
 )
+SAVE_CONFLICTS = Counter(
+    "xo_save_conflicts_total",
+    "Optimistic saves that lost a race and were decided again, by aggregate.",
+    ["aggregate"],
+)
+CREDIT_SHORTFALL = Counter(
+    "xo_credit_shortfall_cents_total",
+    "Credit an order was priced with but the balance no longer held when its orphaned "
+    "reservation was revived (needs an operator: should stay 0).",
+)

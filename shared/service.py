@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import uvicorn
@@ -36,9 +37,11 @@ class Wiring:
     routes: list[Route]
     http: APIRouter | None = None
     setup: Callable[[], Awaitable[None]] | None = None  # indexes, keys: run once at start
-    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = field(
-        default_factory=list
-    )  # run until stop
+    # Long-running coroutines, run until stop.
+    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Periodic jobs by name: one pass each, given the time. The runtime calls them every
+    # JOB_INTERVAL_SECONDS; tests call a pass directly with their clock, never sleeping.
+    periodic: dict[str, Callable[[datetime], Awaitable[object]]] = field(default_factory=dict)
 
 
 class Runtime:
@@ -75,6 +78,7 @@ class Runtime:
             [], self.bus.publish_entry, poll_seconds=settings.outbox_poll_seconds
         )
         self._tasks: list[asyncio.Task[Any]] = []
+        self.periodic: dict[str, Callable[[datetime], Awaitable[object]]] = {}
 
     def store(self, collection: str, model: type[A]) -> DocumentStore[A]:
         """A store for one aggregate kind whose outbox this service's relay publishes."""
@@ -90,9 +94,22 @@ class Runtime:
         for route in wiring.routes:
             self.bus.subscribe(route)
         await self.broker.start()
+        self.periodic = dict(wiring.periodic)
         for job in [self.relay.run, *wiring.jobs]:
             self._tasks.append(asyncio.create_task(job(), name=f"{self.service}:{job.__name__}"))
+        for name, tick in self.periodic.items():
+            self._tasks.append(
+                asyncio.create_task(self._every(name, tick), name=f"{self.service}:{name}")
+            )
         log.info("service_started", routes=[r.message.ROUTING_KEY for r in wiring.routes])
+
+    async def _every(self, name: str, tick: Callable[[datetime], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await tick(self.clock.now())
+            except Exception:
+                log.exception("periodic_job_failed", job=name)
+            await asyncio.sleep(self.settings.job_interval_seconds)
 
     async def stop(self) -> None:
         await self.broker.stop()  # stop consuming first: in-flight handlers finish

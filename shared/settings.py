@@ -48,10 +48,25 @@ class Settings(BaseSettings):
     prefetch: int = 64
     rpc_timeout_seconds: float = 10.0
     outbox_poll_seconds: float = 1.0
+    job_interval_seconds: float = 60.0  # periodic jobs: credit expiry, unpaid-line expiry
+    unpaid_order_ttl_hours: float = 14 * 24  # O8: an unpaid line awaiting proof expires
+    orphan_reservation_hours: float = 24.0  # a reservation whose line never appeared
 
     catalogue_path: Path | None = Field(
         default=None, description="Catalogue data file; the shipped M3 catalogue if unset."
     )
+
+    # Licensing (L2, L3, L5, L6). Registration attempts are limited per client address
+    # (the TCP peer; behind a reverse proxy set FORWARDED_ALLOW_IPS to the proxy so that
+    # uvicorn takes the client from X-Forwarded-For) and per email, over a sliding window.
+    registration_window_seconds: int = Field(default=900, ge=1)
+    registration_attempts_per_source: int = Field(default=20, ge=1)
+    registration_attempts_per_email: int = Field(default=10, ge=1)
+    license_moves_per_30_days: int = Field(default=3, ge=0)
+    license_grace_days: int = Field(default=7, ge=0)
+    license_expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
+    # A signed licence is valid offline at most this long, and never past plan end + grace.
+    license_offline_days: int = Field(default=30, ge=1)
 
     def port_of(self, service: str) -> int:
         """The HTTP port of a service (each overridable by its own variable)."""

@@ -28,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared import metrics
 from shared.contracts import REGISTRY, Event
 from shared.errors import Conflict
 from shared.logging import get_logger
@@ -180,6 +181,7 @@ class DocumentStore(Generic[A]):
                 await self.save(aggregate)
                 return aggregate
             except Conflict:
+                metrics.SAVE_CONFLICTS.labels(self.model.__name__).inc()
                 # Jittered back-off: racing writers spread out instead of colliding again.
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise Conflict(f"{self.model.__name__} {aggregate_id}: too many concurrent writers")

@@ -1,18 +1,39 @@
-"""Credits' wiring."""
+"""Credits' wiring: its queries, the reservation command, the order events, the job."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 
 from services.credits import handlers
 from services.credits.domain import CreditAccount
 from services.credits.store import CreditStore
-from shared.contracts.credits import GetBalance
+from shared.contracts.credits import GetBalance, GetStatement, ReserveCredit
+from shared.contracts.orders import OrderCancelled, OrderExpired, OrderPlaced, ProofAccepted
 from shared.messaging import Route
 from shared.service import Runtime, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:
+    settings = runtime.settings
     store = CreditStore(runtime.store("accounts", CreditAccount))
-    deps = handlers.CreditsDeps(store=store, clock=runtime.clock)
-    return Wiring(routes=[Route(GetBalance, partial(handlers.get_balance, deps=deps))])
+    deps = handlers.CreditsDeps(
+        store=store,
+        clock=runtime.clock,
+        orphan_reservation_delay=timedelta(hours=settings.orphan_reservation_hours),
+    )
+
+    ended = partial(handlers.on_order_ended_unpaid, deps=deps)
+    return Wiring(
+        routes=[
+            Route(ReserveCredit, partial(handlers.reserve_credit, deps=deps)),
+            Route(GetBalance, partial(handlers.get_balance, deps=deps)),
+            Route(GetStatement, partial(handlers.get_statement, deps=deps)),
+            Route(OrderPlaced, partial(handlers.on_order_placed, deps=deps)),
+            Route(ProofAccepted, partial(handlers.on_proof_accepted, deps=deps)),
+            Route(OrderCancelled, ended),
+            Route(OrderExpired, ended),
+        ],
+        setup=store.create_indexes,
+        periodic={"credits_due": partial(handlers.run_due, deps=deps)},
+    )

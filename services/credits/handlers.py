@@ -1,22 +1,134 @@
-"""Credits' handlers."""
+"""Credits' handlers: one function per message, plus the periodic job.
+
+Every change goes through ``DocumentStore.mutate`` on the reseller's account: one
+versioned save per decision, the message id recorded in the same save.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from services.credits.domain import CreditAccount
 from services.credits.store import CreditStore
+from shared import metrics
 from shared.clock import Clock
-from shared.contracts.credits import BalanceResult, GetBalance
+from shared.contracts.credits import (
+    BalanceResult,
+    GetBalance,
+    GetStatement,
+    ReservationResult,
+    ReserveCredit,
+    StatementResult,
+)
+from shared.contracts.orders import OrderCancelled, OrderExpired, OrderPlaced, ProofAccepted
+from shared.logging import get_logger
 from shared.messaging import Delivery
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class CreditsDeps:
     store: CreditStore
     clock: Clock
+    orphan_reservation_delay: timedelta
+
+
+async def _change(
+    deps: CreditsDeps,
+    reseller_id: str,
+    decide: Callable[[CreditAccount], None],
+    message_id: str | None,
+) -> CreditAccount:
+    return await deps.store.accounts.mutate(
+        reseller_id, decide, message_id=message_id, missing=lambda: CreditAccount(id=reseller_id)
+    )
+
+
+async def reserve_credit(
+    cmd: ReserveCredit, delivery: Delivery, *, deps: CreditsDeps
+) -> ReservationResult:
+    """``credit.reserve`` (O2, C4-C6, Q4): at placement, atomically on the account."""
+
+    def decide(account: CreditAccount) -> None:
+        account.reserve(
+            order_id=cmd.order_id,
+            space=cmd.space,
+            wanted=cmd.wanted,
+            use_credit=cmd.use_credit,
+            first_sale_requested=cmd.first_sale_requested,
+            now=deps.clock.now(),
+            cause=delivery.message_id,
+        )
+
+    account = await _change(deps, cmd.reseller_id, decide, delivery.message_id)
+    return account.reservation_result(cmd.order_id)
 
 
 async def get_balance(query: GetBalance, _: Delivery, *, deps: CreditsDeps) -> BalanceResult:
     """``credits.balance`` (C2)."""
-    account = await deps.store.account(query.reseller_id)
-    return account.balance(deps.clock.now())
+    return (await deps.store.account(query.reseller_id)).balance(deps.clock.now())
+
+
+async def get_statement(query: GetStatement, _: Delivery, *, deps: CreditsDeps) -> StatementResult:
+    """``credits.statement`` (C3): the entries and whether the balance reconciles."""
+    return (await deps.store.account(query.reseller_id)).statement(deps.clock.now())
+
+
+async def on_order_placed(event: OrderPlaced, delivery: Delivery, *, deps: CreditsDeps) -> None:
+    """The line exists: its reservation is confirmed (not an orphan)."""
+    shortfalls: list[int] = []
+
+    def decide(account: CreditAccount) -> None:
+        shortfalls.append(
+            account.confirm(event.order_id, deps.clock.now(), cause=delivery.message_id)
+        )
+
+    await _change(deps, event.reseller_id, decide, delivery.message_id)
+    if shortfalls and shortfalls[-1]:
+        metrics.CREDIT_SHORTFALL.inc(shortfalls[-1])
+        log.error("credit_shortfall", order_id=event.order_id, missing=shortfalls[-1])
+
+
+async def on_proof_accepted(event: ProofAccepted, delivery: Delivery, *, deps: CreditsDeps) -> None:
+    """Payment accepted: consume the reservation, grant first-sale credit or credit-note excess."""
+
+    def decide(account: CreditAccount) -> None:
+        account.settle_payment(
+            order_id=event.order_id,
+            space=event.space,
+            price=event.price,
+            now=deps.clock.now(),
+            cause=delivery.message_id,
+        )
+
+    await _change(deps, event.reseller_id, decide, delivery.message_id)
+
+
+async def on_order_ended_unpaid(
+    event: OrderCancelled | OrderExpired, delivery: Delivery, *, deps: CreditsDeps
+) -> None:
+    """``order.cancelled`` / ``order.expired`` (O2, O8): release the reservation."""
+    await _change(
+        deps,
+        event.reseller_id,
+        lambda a: a.release(event.order_id, now=deps.clock.now(), cause=delivery.message_id),
+        delivery.message_id,
+    )
+
+
+async def run_due(now: datetime, *, deps: CreditsDeps) -> int:
+    """One pass of the periodic job: expire lots (C6), release orphaned reservations."""
+    due = await deps.store.due(now)
+    for reseller_id in due:
+
+        def decide(account: CreditAccount) -> None:
+            account.expire_due(now, cause="job:expire")
+            account.release_orphans(
+                now, older_than=deps.orphan_reservation_delay, cause="job:orphans"
+            )
+
+        await _change(deps, reseller_id, decide, message_id=None)
+    return len(due)

@@ -4,6 +4,7 @@
 
 import hmac
 import secrets
+from datetime import timedelta
 from functools import partial
 from pathlib import PurePath
 from typing import Annotated
@@ -14,14 +15,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.orders import handlers
 from services.orders.domain import OrderLine
 from services.orders.store import OrderStore
+from shared.catalogue import load_catalogue
 from shared.contracts.orders import (
     BindPlan,
     CancelOrder,
     GetOrder,
     ListOrders,
     PlaceOrder,
+    PlanUpgraded,
     ProofView,
     ReviewProof,
+    UpgradePlan,
 )
 from shared.errors import ErrorCode, Refused
 from shared.messaging import Route
@@ -67,7 +71,12 @@ def wire(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     store = OrderStore(runtime.store("order_lines", OrderLine), runtime.db)
     deps = handlers.OrdersDeps(
-        store=store, bus=runtime.bus, clock=runtime.clock, proof_max_bytes=settings.proof_max_bytes
+        store=store,
+        bus=runtime.bus,
+        clock=runtime.clock,
+        catalogue=load_catalogue(settings.catalogue_path),
+        proof_max_bytes=settings.proof_max_bytes,
+        unpaid_ttl=timedelta(hours=settings.unpaid_order_ttl_hours),
     )
     api_token = env_or_generated(
         settings.reseller_api_token,
@@ -79,7 +88,15 @@ def wire(runtime: Runtime) -> Wiring:
         Route(CancelOrder, partial(handlers.cancel_order, deps=deps)),
         Route(ReviewProof, partial(handlers.review_proof, deps=deps)),
         Route(BindPlan, partial(handlers.bind_plan, deps=deps)),
+        Route(UpgradePlan, partial(handlers.upgrade_plan, deps=deps)),
+        Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps)),
         Route(GetOrder, partial(handlers.get_order, deps=deps)),
         Route(ListOrders, partial(handlers.list_orders, deps=deps)),
     ]
-    return Wiring(routes=routes, http=proof_router(deps, api_token), setup=store.create_indexes)
+
+    return Wiring(
+        routes=routes,
+        http=proof_router(deps, api_token),
+        setup=store.create_indexes,
+        periodic={"unpaid_expiry": partial(handlers.expire_unpaid_lines, deps=deps)},
+    )

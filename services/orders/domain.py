@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import calendar
-from datetime import datetime
+from datetime import datetime, timedelta
+from fractions import Fraction
 from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import AwareDatetime, BaseModel
 
+from shared.clock import add_months
 from shared.contracts.base import Billing, Space
+from shared.contracts.credits import ReservationResult
 from shared.contracts.orders import (
     HistoryEntry,
     OrderCancelled,
+    OrderExpired,
     OrderLineView,
     OrderPlaced,
     OrderPlacedResult,
     OrderPrice,
     OrderStatus,
     PlanBound,
+    PlanSuperseded,
+    PlanUpgraded,
     ProofAccepted,
     ProofRejected,
     ProofSubmitted,
@@ -25,6 +30,7 @@ from shared.contracts.orders import (
 )
 from shared.contracts.quotes import QuoteResult
 from shared.errors import ErrorCode, Refused
+from shared.money import Money, round_half_up
 from shared.store import Aggregate
 
 # O3: proofs are checked by content, not by name.
@@ -33,6 +39,7 @@ PROOF_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
 )
+NOTHING_DUE = "system:nothing_due"  # the "reviewer" of a line with nothing to pay
 UNPAID: frozenset[OrderStatus] = frozenset({"awaiting_proof", "proof_submitted"})
 
 
@@ -60,11 +67,56 @@ def sniff_proof(content: bytes, *, max_bytes: int) -> str:
 
 def period_end(start: datetime, billing: Billing) -> datetime:
     """One calendar month or one year after ``start`` (O6), clamped to the month's last day."""
-    months = 1 if billing == "monthly" else 12
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    day = min(start.day, calendar.monthrange(year, month)[1])
-    return start.replace(year=year, month=month, day=day)
+    return add_months(start, 1 if billing == "monthly" else 12)
+
+
+def standard_discount(quote: QuoteResult) -> Money:
+    """The reseller discount of the quote, whether taken off now or deferred (Q4)."""
+    return quote.discount + quote.first_sale_credit
+
+
+def credit_wanted(quote: QuoteResult, credit_note: Money) -> Money:
+    """What balance credit may cover (C4): the amount after discount and credit note."""
+    after_discount = quote.list_price - standard_discount(quote)
+    return after_discount - credit_note.min(after_discount)
+
+
+def fix_price(quote: QuoteResult, reservation: ReservationResult, credit_note: Money) -> OrderPrice:
+    """The line's price at placement (O1), from the quote and what credits decided.
+
+    - First sale (Q4): the list price is due; the discount becomes credit after payment.
+      A quote priced as a first sale whose claim was lost to another order gets the
+      standard discount instead: the reseller never pays more than its quote.
+    - Otherwise: discount, then the upgrade's credit note capped at what is left (O7,
+      the rest goes to the balance), then reserved balance credit (C4).
+    """
+    zero = Money.zero(quote.list_price.currency)
+    standard = standard_discount(quote)
+    if reservation.first_sale:
+        return OrderPrice(
+            list_price=quote.list_price,
+            discount=zero,
+            credit_applied=zero,
+            amount_due=quote.list_price,
+            first_sale=True,
+            first_sale_credit=standard,
+        )
+    after_discount = quote.list_price - standard
+    note = credit_note.min(after_discount)
+    credit = reservation.reserved.min(after_discount - note)
+    return OrderPrice(
+        list_price=quote.list_price,
+        discount=standard,
+        credit_applied=credit,
+        amount_due=after_discount - note - credit,
+        first_sale_credit=zero,
+        credit_note=note,
+        credit_note_excess=credit_note - note,
+    )
+
+
+def _ms(delta: timedelta) -> int:
+    return delta // timedelta(milliseconds=1)
 
 
 class Proof(BaseModel):
@@ -101,6 +153,11 @@ class OrderLine(Aggregate):
     rejection_reason: str | None = None
     proofs: list[Proof] = []
     history: list[HistoryEntry] = []
+    unpaid_expires_at: AwareDatetime | None = None  # O8; top-level and indexed for the job
+    upgrade_of: str | None = None  # O7: the line this one upgrades
+    upgraded_by: str | None = None  # O7: the (pending or paid) upgrade of this line
+    pending_credit_note: Money | None = None  # frozen when the upgrade was placed
+    superseded_by: str | None = None
 
     # --- O1 -------------------------------------------------------------------------
 
@@ -110,24 +167,21 @@ class OrderLine(Aggregate):
         *,
         order_id: str,
         quote: QuoteResult,
+        reservation: ReservationResult,
         use_credit: bool,
         reseller_email: str | None,
         now: datetime,
+        unpaid_ttl: timedelta,
+        upgrade_of: OrderLine | None = None,
+        credit_note: Money | None = None,
     ) -> OrderLine:
-        """A new line awaiting proof, its price fixed from the redeemed quote (O1)."""
+        """A new line awaiting proof, its price fixed from the quote and the reservation (O1)."""
         if quote.space == "personal" and reseller_email is None:
             raise Refused(
                 ErrorCode.RESELLER_EMAIL_REQUIRED,
                 "a personal-space order binds to the reseller's own email: give reseller_email",
             )
-        price = OrderPrice(
-            list_price=quote.list_price,
-            discount=quote.discount,
-            credit_applied=quote.credit_applied,
-            amount_due=quote.amount_due,
-            first_sale=quote.first_sale,
-            first_sale_credit=quote.first_sale_credit,
-        )
+        price = fix_price(quote, reservation, credit_note or Money.zero(quote.list_price.currency))
         line = cls(
             id=order_id,
             reseller_id=quote.reseller_id,
@@ -140,8 +194,12 @@ class OrderLine(Aggregate):
             status="awaiting_proof",
             placed_at=now,
             reseller_email=reseller_email,
+            unpaid_expires_at=now + unpaid_ttl,
+            upgrade_of=upgrade_of.id if upgrade_of else None,
+            # an upgrade runs for the customer of the line it replaces (O7)
+            customer_email=upgrade_of.customer_email if upgrade_of else None,
         )
-        line._log(now, "placed")
+        line._log(now, "placed" if upgrade_of is None else "upgrade_placed", reason=line.upgrade_of)
         line.record(
             OrderPlaced(
                 order_id=order_id,
@@ -152,10 +210,13 @@ class OrderLine(Aggregate):
                 quote_number=line.quote_number,
                 price=price,
                 use_credit=use_credit,
+                upgrade_of=line.upgrade_of,
                 occurred_at=now,
                 correlation_id=order_id,
             )
         )
+        if price.amount_due.amount == 0:  # all covered by credit: no wire transfer to prove
+            line._pay(by=NOTHING_DUE, now=now)
         return line
 
     # --- O9 -------------------------------------------------------------------------
@@ -195,14 +256,18 @@ class OrderLine(Aggregate):
         )
 
     def accept_proof(self, *, reviewer: str, now: datetime) -> None:
-        """Payment accepted: the line is paid (O4); a personal line binds to the reseller (O5)."""
+        """Payment accepted: the line is paid (O4)."""
         self._check_reviewable()
+        self._pay(by=reviewer, now=now)
+
+    def _pay(self, *, by: str, now: datetime) -> None:
+        """Paid: a personal line binds to the reseller (O5), an upgrade to its customer (O7)."""
         self.status = "paid"
-        self._log(now, "proof_accepted", by=reviewer)
+        self._log(now, "proof_accepted", by=by)
         self.record(
             ProofAccepted(
                 **self._ids(),
-                reviewer=reviewer,
+                reviewer=by,
                 space=self.space,
                 edition=self.edition,
                 billing=self.billing,
@@ -211,16 +276,22 @@ class OrderLine(Aggregate):
                 correlation_id=self.id,
             )
         )
-        if self.space == "personal":
+        if self.upgrade_of is not None:
+            self._bind_upgrade(now, by=by)
+        elif self.space == "personal":
             assert self.reseller_email is not None  # place() requires it
-            self._bind(self.reseller_email, now, by=reviewer)
+            self._bind(self.reseller_email, now, by=by)
 
-    def reject_proof(self, *, reviewer: str, reason: str | None, now: datetime) -> None:
-        """Back to awaiting proof, the reason visible to the reseller (O4)."""
+    def reject_proof(
+        self, *, reviewer: str, reason: str | None, now: datetime, unpaid_ttl: timedelta
+    ) -> None:
+        """Back to awaiting proof, the reason visible to the reseller (O4); the reseller
+        gets a full unpaid delay again to send a better proof (O8)."""
         if not reason or not reason.strip():
             raise Refused(ErrorCode.REJECTION_REASON_REQUIRED, "a rejection needs a reason")
         self._check_reviewable()
         self.status = "awaiting_proof"
+        self.unpaid_expires_at = now + unpaid_ttl
         self.rejection_reason = reason.strip()
         self._log(now, "proof_rejected", by=reviewer, reason=self.rejection_reason)
         self.record(
@@ -247,6 +318,11 @@ class OrderLine(Aggregate):
     def bind(self, *, reseller_id: str, customer_email: str, now: datetime) -> None:
         """Bind a paid reseller-space line to the final customer, for good (O5)."""
         self.check_owner(reseller_id)
+        if self.status in UNPAID:
+            raise Refused(
+                ErrorCode.ORDER_NOT_PAID,
+                f"order {self.id} is {self.status}: only a paid line binds",
+            )
         if self.customer_email is not None:
             raise Refused(
                 ErrorCode.ALREADY_BOUND,
@@ -299,6 +375,123 @@ class OrderLine(Aggregate):
         self._log(now, "cancelled", by=reseller_id)
         self.record(OrderCancelled(**self._ids(), occurred_at=now, correlation_id=self.id))
 
+    # --- O7: upgrades ----------------------------------------------------------------
+
+    def start_upgrade(
+        self,
+        *,
+        reseller_id: str,
+        upgrade_order_id: str,
+        current_rank: int,
+        target_rank: int,
+        now: datetime,
+    ) -> Money:
+        """Reserve this bound, active line for one upgrade; value its remaining time.
+
+        The credit note is remaining / period length x what the plan was really paid
+        (``OrderPrice.value``: cash, balance credit and credit notes alike, net of the
+        discount), rounded half up (M3), and frozen now so a retried command agrees.
+        """
+        self.check_owner(reseller_id)
+        if self.upgraded_by == upgrade_order_id and self.pending_credit_note is not None:
+            return self.pending_credit_note
+        if self.status == "superseded":
+            raise Refused(ErrorCode.ORDER_SUPERSEDED, f"order {self.id} was already upgraded")
+        if self.status != "bound" or self.period_start is None or self.period_end is None:
+            raise Refused(
+                ErrorCode.ORDER_NOT_BOUND,
+                f"order {self.id} is {self.status}: only a bound, paid plan can be upgraded",
+            )
+        if now >= self.period_end:
+            raise Refused(ErrorCode.PLAN_EXPIRED, f"the plan of order {self.id} has ended")
+        if target_rank <= current_rank:
+            raise Refused(
+                ErrorCode.NOT_AN_UPGRADE,
+                f"the target edition does not rank above {self.edition}: downgrades are refused",
+            )
+        if self.upgraded_by is not None:
+            raise Refused(
+                ErrorCode.UPGRADE_IN_PROGRESS,
+                f"order {self.id} already has a pending upgrade: {self.upgraded_by}",
+            )
+        remaining = _ms(self.period_end - now)
+        length = _ms(self.period_end - self.period_start)
+        value = self.price.value()
+        note = Money(
+            amount=round_half_up(Fraction(remaining, length) * value.amount),
+            currency=value.currency,
+        )
+        self.upgraded_by = upgrade_order_id
+        self.pending_credit_note = note
+        self._log(now, "upgrade_started", by=reseller_id, reason=upgrade_order_id)
+        return note
+
+    def clear_upgrade(self, upgrade_order_id: str, now: datetime) -> None:
+        """The pending upgrade was cancelled or expired: the line can be upgraded again."""
+        if self.upgraded_by == upgrade_order_id and self.status == "bound":
+            self.upgraded_by = None
+            self.pending_credit_note = None
+            self._log(now, "upgrade_abandoned", reason=upgrade_order_id)
+
+    def supersede(self, *, by: str, now: datetime) -> None:
+        """The upgrade was paid: this plan is replaced (O7)."""
+        if self.status == "superseded":
+            return
+        self.status = "superseded"
+        self.superseded_by = by
+        self.upgraded_by = by
+        self._log(now, "superseded", reason=by)
+        assert self.customer_email is not None
+        self.record(
+            PlanSuperseded(
+                **self._ids(),
+                superseded_by=by,
+                customer_email=self.customer_email,
+                occurred_at=now,
+                correlation_id=self.id,
+            )
+        )
+
+    def _bind_upgrade(self, now: datetime, *, by: str) -> None:
+        """A paid upgrade runs at once for the customer of the line it replaces (O6, O7)."""
+        assert self.customer_email is not None
+        assert self.upgrade_of is not None
+        self.period_start = now
+        self.period_end = period_end(now, self.billing)
+        self.status = "bound"
+        self._log(now, "bound", by=by, reason=self.customer_email)
+        self.record(
+            PlanUpgraded(
+                **self._ids(),
+                previous_order_id=self.upgrade_of,
+                customer_email=self.customer_email,
+                edition=self.edition,
+                billing=self.billing,
+                period_start=self.period_start,
+                period_end=self.period_end,
+                credit_note=self.price.credit_note + self.price.credit_note_excess,
+                occurred_at=now,
+                correlation_id=self.id,
+            )
+        )
+
+    # --- O8: unpaid lines expire ------------------------------------------------------
+
+    def expire_if_unpaid(self, now: datetime) -> None:
+        """An unpaid line still awaiting a proof expires after its delay (O8).
+
+        A line whose proof waits for review does not: the reseller did its part.
+        """
+        if (
+            self.status != "awaiting_proof"
+            or self.unpaid_expires_at is None
+            or now < self.unpaid_expires_at
+        ):
+            return
+        self.status = "expired"
+        self._log(now, "expired")
+        self.record(OrderExpired(**self._ids(), occurred_at=now, correlation_id=self.id))
+
     # --- views ----------------------------------------------------------------------
 
     def placed_result(self) -> OrderPlacedResult:
@@ -327,6 +520,10 @@ class OrderLine(Aggregate):
             proofs=[p.view() for p in self.proofs],
             history=self.history,
             placed_at=self.placed_at,
+            unpaid_expires_at=self.unpaid_expires_at if self.status in UNPAID else None,
+            upgrade_of=self.upgrade_of,
+            upgraded_by=self.upgraded_by,
+            superseded_by=self.superseded_by,
         )
 
     def _ids(self) -> dict[str, str]:

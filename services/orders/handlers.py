@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 from typing import NoReturn
 from uuid import uuid4
 
-from services.orders.domain import OrderLine, Proof, order_id_for, sniff_proof
+from services.orders.domain import OrderLine, Proof, credit_wanted, order_id_for, sniff_proof
 from services.orders.store import OrderStore
+from shared.catalogue import Catalogue
 from shared.clock import Clock
+from shared.contracts.credits import ReservationResult, ReserveCredit
 from shared.contracts.orders import (
     BindPlan,
     CancelOrder,
@@ -24,13 +28,17 @@ from shared.contracts.orders import (
     OrderStatusResult,
     PlaceOrder,
     PlanBoundResult,
+    PlanUpgraded,
     ProofView,
     ReviewProof,
+    UpgradePlan,
+    UpgradeResult,
 )
 from shared.contracts.quotes import QuoteResult, RedeemQuote
 from shared.emails import normalise_email
 from shared.errors import ErrorCode, Refused
 from shared.messaging import Bus, Delivery
+from shared.money import Money
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,9 @@ class OrdersDeps:
     store: OrderStore
     bus: Bus
     clock: Clock
+    catalogue: Catalogue
     proof_max_bytes: int
+    unpaid_ttl: timedelta
 
 
 def _unknown(order_id: str) -> NoReturn:
@@ -53,10 +63,61 @@ async def _load(deps: OrdersDeps, order_id: str, reseller_id: str) -> OrderLine:
     return line
 
 
+async def _open_line(
+    deps: OrdersDeps,
+    delivery: Delivery,
+    *,
+    order_id: str,
+    redeem: RedeemQuote,
+    use_credit: bool,
+    reseller_email: str | None,
+    upgrade_of: OrderLine | None = None,
+    credit_note: Money | None = None,
+) -> OrderLine:
+    """Price a new line from its quote (quotes) and its reservation (credits), then store it.
+
+    Each call to another service is idempotent per order id and carries a message id
+    derived from this delivery, so a redelivered command repeats nothing.
+    """
+    quote = await deps.bus.call(
+        redeem, QuoteResult, message_id=delivery.derived_id("redeem"), correlation_id=order_id
+    )
+    note = credit_note or Money.zero(quote.list_price.currency)
+    reservation = await deps.bus.call(
+        ReserveCredit(
+            reseller_id=quote.reseller_id,
+            order_id=order_id,
+            space=quote.space,
+            wanted=credit_wanted(quote, note),
+            use_credit=use_credit,
+            first_sale_requested=quote.first_sale,
+        ),
+        ReservationResult,
+        message_id=delivery.derived_id("reserve"),
+        correlation_id=order_id,
+    )
+    line = OrderLine.place(
+        order_id=order_id,
+        quote=quote,
+        reservation=reservation,
+        use_credit=use_credit,
+        reseller_email=reseller_email,
+        now=deps.clock.now(),
+        unpaid_ttl=deps.unpaid_ttl,
+        upgrade_of=upgrade_of,
+        credit_note=note,
+    )
+    if not await deps.store.lines.insert(line):  # a concurrent redelivery inserted it first
+        existing = await deps.store.lines.get(order_id)
+        assert existing is not None
+        return existing
+    return line
+
+
 async def place_order(
     cmd: PlaceOrder, delivery: Delivery, *, deps: OrdersDeps
 ) -> OrderPlacedResult:
-    """``order.place`` (O1): redeem the quote (or price edition + billing), open the line."""
+    """``order.place`` (O1, O2): redeem the quote, reserve credit, open the line."""
     order_id = order_id_for(cmd.reseller_id, delivery.message_id)
     existing = await deps.store.lines.get(order_id)
     if existing is not None:
@@ -67,8 +128,11 @@ async def place_order(
             ErrorCode.RESELLER_EMAIL_REQUIRED,
             "a personal-space order binds to the reseller's own email: give reseller_email",
         )
-    quote = await deps.bus.call(
-        RedeemQuote(
+    line = await _open_line(
+        deps,
+        delivery,
+        order_id=order_id,
+        redeem=RedeemQuote(
             reseller_id=cmd.reseller_id,
             space=cmd.space,
             order_id=order_id,
@@ -76,19 +140,98 @@ async def place_order(
             edition=None if cmd.quote_number else cmd.edition,
             billing=None if cmd.quote_number else cmd.billing,
         ),
-        QuoteResult,
-        message_id=delivery.derived_id("redeem"),
-        correlation_id=order_id,
-    )
-    line = OrderLine.place(
-        order_id=order_id,
-        quote=quote,
         use_credit=cmd.use_credit,
         reseller_email=reseller_email,
-        now=deps.clock.now(),
     )
-    await deps.store.lines.insert(line)  # False: a concurrent redelivery inserted the same line
     return line.placed_result()
+
+
+async def upgrade_plan(cmd: UpgradePlan, delivery: Delivery, *, deps: OrdersDeps) -> UpgradeResult:
+    """``plan.upgrade`` (O7): a new line for a higher edition, the current plan's remaining
+    time as its credit note. The current line is marked first, so two upgrades of one
+    plan cannot both be placed."""
+    upgrade_id = order_id_for(cmd.reseller_id, delivery.message_id)
+    existing = await deps.store.lines.get(upgrade_id)
+    if existing is None:
+        target_rank = deps.catalogue.rank(cmd.edition)
+        notes: list[Money] = []
+
+        def start(line: OrderLine) -> None:
+            notes.append(
+                line.start_upgrade(
+                    reseller_id=cmd.reseller_id,
+                    upgrade_order_id=upgrade_id,
+                    current_rank=deps.catalogue.rank(line.edition),
+                    target_rank=target_rank,
+                    now=deps.clock.now(),
+                )
+            )
+
+        current = await deps.store.lines.mutate(
+            cmd.order_id, start, message_id=None, missing=lambda: _unknown(cmd.order_id)
+        )
+        assert current.pending_credit_note is not None
+        existing = await _open_line(
+            deps,
+            delivery,
+            order_id=upgrade_id,
+            redeem=RedeemQuote(
+                reseller_id=cmd.reseller_id,
+                space=current.space,
+                order_id=upgrade_id,
+                edition=cmd.edition,
+                billing=cmd.billing or current.billing,
+            ),
+            use_credit=cmd.use_credit,
+            reseller_email=current.reseller_email,
+            upgrade_of=current,
+            credit_note=current.pending_credit_note,
+        )
+    existing.check_owner(cmd.reseller_id)
+    return UpgradeResult(
+        order_id=existing.id,
+        credit_note=existing.price.credit_note + existing.price.credit_note_excess,
+        credit_note_applied=existing.price.credit_note,
+        credit_note_to_balance=existing.price.credit_note_excess,
+        amount_due=existing.price.amount_due,
+    )
+
+
+async def on_plan_upgraded(event: PlanUpgraded, delivery: Delivery, *, deps: OrdersDeps) -> None:
+    """Our own ``plan.upgraded``: the replaced line becomes ``superseded`` (O7)."""
+    await deps.store.lines.mutate(
+        event.previous_order_id,
+        lambda line: line.supersede(by=event.order_id, now=deps.clock.now()),
+        message_id=delivery.message_id,
+        missing=lambda: _unknown(event.previous_order_id),
+    )
+
+
+async def _abandon_upgrade(deps: OrdersDeps, line: OrderLine) -> None:
+    """A cancelled or expired upgrade frees the line it would have replaced."""
+    if line.upgrade_of is not None:
+        await deps.store.lines.mutate(
+            line.upgrade_of,
+            lambda base: base.clear_upgrade(line.id, deps.clock.now()),
+            message_id=None,
+            missing=lambda: _unknown(line.upgrade_of or ""),
+        )
+
+
+async def expire_unpaid_lines(now: datetime, *, deps: OrdersDeps) -> int:
+    """One pass of the O8 job: unpaid lines past their delay expire (credits then releases)."""
+    expired = 0
+    for order_id in await deps.store.unpaid_due(now):
+        line = await deps.store.lines.mutate(
+            order_id,
+            lambda line: line.expire_if_unpaid(now),
+            message_id=None,
+            missing=partial(_unknown, order_id),
+        )
+        if line.status == "expired":
+            expired += 1
+            await _abandon_upgrade(deps, line)
+    return expired
 
 
 async def cancel_order(
@@ -101,6 +244,7 @@ async def cancel_order(
         message_id=delivery.message_id,
         missing=lambda: _unknown(cmd.order_id),
     )
+    await _abandon_upgrade(deps, line)
     return OrderStatusResult(order_id=line.id, status=line.status)
 
 
@@ -113,7 +257,12 @@ async def review_proof(
         if cmd.decision == "accept":
             line.accept_proof(reviewer=cmd.reviewer, now=deps.clock.now())
         else:
-            line.reject_proof(reviewer=cmd.reviewer, reason=cmd.reason, now=deps.clock.now())
+            line.reject_proof(
+                reviewer=cmd.reviewer,
+                reason=cmd.reason,
+                now=deps.clock.now(),
+                unpaid_ttl=deps.unpaid_ttl,
+            )
 
     line = await deps.store.lines.mutate(
         cmd.order_id, decide, message_id=delivery.message_id, missing=lambda: _unknown(cmd.order_id)

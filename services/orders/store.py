@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket
 from pymongo import DESCENDING
@@ -18,6 +20,14 @@ class OrderStore:
 
     async def create_indexes(self) -> None:
         await self.lines.collection.create_index([("reseller_id", 1), ("placed_at", DESCENDING)])
+        await self.lines.collection.create_index([("status", 1), ("unpaid_expires_at", 1)])
+
+    async def unpaid_due(self, now: datetime) -> list[str]:
+        """Lines awaiting proof past their unpaid delay (O8): top-level fields only."""
+        cursor = self.lines.collection.find(
+            {"status": "awaiting_proof", "unpaid_expires_at": {"$lte": now}}, {"_id": 1}
+        )
+        return [str(doc["_id"]) async for doc in cursor]
 
     async def list_for(self, reseller_id: str) -> list[OrderLine]:
         cursor = self.lines.collection.find({"reseller_id": reseller_id}).sort(

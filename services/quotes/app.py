@@ -21,6 +21,7 @@ def wire(runtime: Runtime) -> Wiring:
         catalogue=load_catalogue(runtime.settings.catalogue_path),
         clock=runtime.clock,
         validity=timedelta(days=runtime.settings.quote_validity_days),
+        bus=runtime.bus,
     )
     return Wiring(
         routes=[

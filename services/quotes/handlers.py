@@ -11,9 +11,10 @@ from services.quotes.store import QuoteStore
 from shared.catalogue import Catalogue
 from shared.clock import Clock
 from shared.contracts.base import Billing, Space
+from shared.contracts.credits import BalanceResult, GetBalance
 from shared.contracts.quotes import QuoteResult, RedeemQuote, RequestQuote
 from shared.errors import ErrorCode, Refused
-from shared.messaging import Delivery
+from shared.messaging import Bus, Delivery
 from shared.money import Money
 
 
@@ -23,6 +24,23 @@ class QuotesDeps:
     catalogue: Catalogue
     clock: Clock
     validity: timedelta
+    bus: Bus
+
+
+async def _standing(
+    deps: QuotesDeps, reseller_id: str, space: Space, message_id: str
+) -> tuple[bool, Money]:
+    """First-sale status and available credit, from credits (Q4, C4): a preview only;
+    the order's placement decides atomically."""
+    if space != "reseller":
+        return False, Money.zero(deps.catalogue.currency)
+    balance = await deps.bus.call(
+        GetBalance(reseller_id=reseller_id),
+        BalanceResult,
+        message_id=f"{message_id}/balance",
+        correlation_id=None,
+    )
+    return balance.first_sale_available, balance.available
 
 
 async def _issue(
@@ -39,14 +57,16 @@ async def _issue(
     existing = await deps.store.by_request(request_message_id)
     if existing is not None:
         return existing
+    deps.catalogue.price(edition, billing)  # refuse an unknown edition before asking credits
+    first_sale, credit = await _standing(deps, reseller_id, space, request_message_id)
     now = deps.clock.now()
     pricing = price(
         deps.catalogue,
         space=space,
         edition=edition,
         billing=billing,
-        first_sale=False,  # Q4 needs the reseller's sales history: issue #3 wires it from credits
-        credit_available=Money.zero(deps.catalogue.currency),
+        first_sale=first_sale,
+        credit_available=credit,
     )
     number = quote_number(now.year, await deps.store.next_sequence(now.year))
     quote = Quote.issue(

@@ -11,6 +11,18 @@ from shared.contracts.base import Command, Event, Query
 LicenseStatus = Literal[
     "active", "grace", "expired", "suspended", "not_registered", "moved", "free"
 ]
+LicenseReason = Literal[
+    "plan_active",  # a plan runs now (status active)
+    "grace_period",  # the plan ended; its edition stays until the grace period ends (grace)
+    "plan_ended",  # every plan ended, grace included (expired)
+    "plan_not_started",  # the only plans start later (expired)
+    "no_plan",  # the email never had a plan (expired)
+    "all_plans_in_use",  # plans run, but on more senior appliances (expired)
+    "license_suspended",  # operations suspended the licence (suspended)
+    "appliance_not_registered",  # no such appliance for this customer (not_registered)
+    "license_moved_to_another_appliance",  # a move released this appliance (moved)
+]
+PlanState = Literal["upcoming", "active", "grace", "ended", "superseded"]
 
 
 class PlanEntitlementView(BaseModel):
@@ -19,6 +31,17 @@ class PlanEntitlementView(BaseModel):
     period_start: AwareDatetime
     period_end: AwareDatetime
     appliance_id: str | None = None
+    state: PlanState = Field(default="active", description="The plan's state now.")
+    grace_until: AwareDatetime | None = Field(
+        default=None, description="When its edition is lost after the end (none if superseded)."
+    )
+    ended_at: AwareDatetime | None = Field(
+        default=None, description="When an upgrade ended it early (O7)."
+    )
+    superseded_by: str | None = None
+    warnings_sent: list[int] = Field(
+        default_factory=list, description="Days-before-end warnings already handled (L6)."
+    )
 
 
 class ApplianceView(BaseModel):
@@ -26,22 +49,37 @@ class ApplianceView(BaseModel):
     order_id: str | None = Field(description="The plan it runs on now; none when no plan is left.")
     status: Literal["active", "moved"]
     registered_at: AwareDatetime
+    license_status: LicenseStatus | None = Field(
+        default=None, description="What its licence check answers now."
+    )
+    edition: str | None = Field(default=None, description="The edition it may unlock now.")
+    moved_at: AwareDatetime | None = None
 
 
 class LicenseStatusResult(BaseModel):
     customer_email: str
     edition: str
     status: LicenseStatus
-    reason: str
+    reason: LicenseReason
     valid_until: AwareDatetime | None
     plans: list[PlanEntitlementView]
     appliances: list[ApplianceView]
     support: bool
+    suspension_reason: str | None = None
+    moves_left: int | None = Field(
+        default=None, description="Moves still allowed in the current 30-day window (L5)."
+    )
 
 
 class SuspensionResult(BaseModel):
     customer_email: str
     status: LicenseStatus
+
+
+class RegistrationReissueResult(BaseModel):
+    customer_email: str
+    issued_at: AwareDatetime
+    tokens_revoked: int = Field(description="Earlier registration tokens that no longer work.")
 
 
 class GetLicenseStatus(Query):
@@ -73,6 +111,17 @@ class ReinstateLicense(Command):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class ReissueRegistrationToken(Command):
+    """``registration.reissue`` (operations, L2): a new registration token goes to the customer
+    through ``customer.notification``; earlier tokens stop working."""
+
+    ROUTING_KEY = "registration.reissue"
+    RESULT = RegistrationReissueResult
+
+    customer_email: str = Field(min_length=1, max_length=320)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class _CustomerEvent(Event):
     customer_email: str
 
@@ -87,12 +136,21 @@ class LicenseUnlocked(_CustomerEvent):
 
 
 class LicenseChanged(_CustomerEvent):
+    """The customer's effective edition changed (L1: upgrade, a plan starting or ending)."""
+
     ROUTING_KEY = "license.changed"
     edition: str
     previous_edition: str
+    reason: str | None = Field(
+        default=None,
+        description="plan_bound, plan_upgraded, plan_superseded, plan_started or plan_ended.",
+    )
+    order_id: str | None = Field(default=None, description="The plan that gives the edition now.")
 
 
 class LicenseExpiring(_CustomerEvent):
+    """A plan ends in ``days_left`` days and nothing renews it (L6); once per warning."""
+
     ROUTING_KEY = "license.expiring"
     order_id: str
     edition: str
@@ -101,9 +159,13 @@ class LicenseExpiring(_CustomerEvent):
 
 
 class LicenseExpired(_CustomerEvent):
+    """A plan ended and nothing renews it (L6); its edition stays until ``grace_until``."""
+
     ROUTING_KEY = "license.expired"
     order_id: str
     edition: str
+    period_end: AwareDatetime | None = None
+    grace_until: AwareDatetime | None = None
 
 
 class LicenseSuspended(_CustomerEvent):
@@ -140,6 +202,7 @@ class CustomerNotification(_CustomerEvent):
     edition: str
     registration_token: str | None = None
     order_id: str | None = None
+    days_left: int | None = Field(default=None, description="For license_expiring.")
 
 
 # --- Appliance HTTP API bodies -------------------------------------------------------
@@ -163,7 +226,7 @@ class ApplianceLicense(BaseModel):
     """``GET /v1/appliances/{appliance_id}/license``."""
 
     status: LicenseStatus
-    reason: str
+    reason: LicenseReason
     edition: str
     valid_until: AwareDatetime | None
     support: bool

@@ -17,7 +17,14 @@ _ID = Field(min_length=1, max_length=128)
 
 
 class OrderPrice(BaseModel):
-    """The price fixed at placement (O1)."""
+    """The price fixed at placement (O1).
+
+    ``amount_due = list_price - discount - credit_note - credit_applied``. On a first
+    sale (Q4) ``discount`` is zero and ``first_sale_credit`` is the discount, granted to
+    the balance once paid (C1). An upgrade's ``credit_note`` is the pro-rata value of the
+    plan it replaces, capped at the amount due; the rest, ``credit_note_excess``, goes
+    to the balance once paid (O7).
+    """
 
     list_price: Money
     discount: Money
@@ -25,6 +32,13 @@ class OrderPrice(BaseModel):
     amount_due: Money
     first_sale: bool = False
     first_sale_credit: Money
+    credit_note: Money = Field(default_factory=Money.zero)
+    credit_note_excess: Money = Field(default_factory=Money.zero)
+
+    def value(self) -> Money:
+        """What the reseller really pays for this plan, whatever the means (cash, balance
+        credit, credit note): the price net of the reseller discount, first-sale included."""
+        return self.list_price - self.discount - self.first_sale_credit
 
 
 class ProofView(BaseModel):
@@ -62,6 +76,12 @@ class OrderLineView(BaseModel):
     proofs: list[ProofView]
     history: list[HistoryEntry]
     placed_at: AwareDatetime
+    unpaid_expires_at: AwareDatetime | None = Field(
+        default=None, description="O8: an unpaid line awaiting proof expires then."
+    )
+    upgrade_of: str | None = None
+    upgraded_by: str | None = Field(default=None, description="The pending or paid upgrade line.")
+    superseded_by: str | None = None
 
 
 class OrderPlacedResult(BaseModel):
@@ -87,7 +107,11 @@ class PlanBoundResult(BaseModel):
 
 class UpgradeResult(BaseModel):
     order_id: str = Field(description="The new line for the higher edition.")
-    credit_note: Money
+    credit_note: Money = Field(description="Pro-rata value of the current plan's remaining time.")
+    credit_note_applied: Money = Field(description="The part applied, capped at the amount due.")
+    credit_note_to_balance: Money = Field(
+        description="The excess, granted to the balance on payment."
+    )
     amount_due: Money
 
 
@@ -176,6 +200,7 @@ class UpgradePlan(Command):
     order_id: str = _ID
     edition: str = Field(min_length=1, max_length=64)
     billing: Billing | None = None
+    use_credit: bool = True
 
 
 class GetOrder(Query):
@@ -210,6 +235,7 @@ class OrderPlaced(_OrderEvent):
     quote_number: str
     price: OrderPrice
     use_credit: bool
+    upgrade_of: str | None = None
 
 
 class OrderCancelled(_OrderEvent):

@@ -51,7 +51,9 @@ async def test_a_whole_sale_down_to_the_verified_licence(
         "quote.request",
         {"reseller_id": "acme", "space": "reseller", "edition": "premium", "billing": "monthly"},
     )
-    assert quote["amount_due"] == {"amount": 31920, "currency": "EUR"}  # 39,900 - 20 %
+    # Q4: acme's first sale: the list price now, the 20 % discount credited once paid
+    assert quote["amount_due"] == {"amount": 39900, "currency": "EUR"}
+    assert quote["first_sale_credit"] == {"amount": 7980, "currency": "EUR"}
     order = await client.ok(
         "order.place",
         {"reseller_id": "acme", "space": "reseller", "quote_number": quote["quote_number"]},

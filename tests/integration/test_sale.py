@@ -15,15 +15,17 @@ pytestmark = pytest.mark.integration
 
 async def test_whole_sale_quote_to_licence(system: System) -> None:
     q = await quote(system, "r-1", "enterprise", "annual")
+    # Q4: a new reseller's first sale: undiscounted now, the discount credited after payment
     assert (q["list_price"]["amount"], q["discount"]["amount"], q["amount_due"]["amount"]) == (
         199900,
-        39980,
-        159920,
+        0,
+        199900,
     )
+    assert (q["first_sale"], q["first_sale_credit"]["amount"]) == (True, 39980)
     assert q["reseller_document"] is True  # Q3
     order = await place(system, "r-1", quote_number=q["quote_number"])
     assert order["status"] == "awaiting_proof"
-    assert order["amount_due"] == {"amount": 159920, "currency": "EUR"}
+    assert order["amount_due"] == {"amount": 199900, "currency": "EUR"}
     response = await upload(system, order["order_id"], "r-1")
     assert response.status_code == 201, response.text
     await system.client.ok(
@@ -236,7 +238,7 @@ async def test_o3_proof_upload_refusals_are_precise(system: System) -> None:
 
 async def test_o3_proof_size_limit(amqp_url: str, mongo_url: str, settings: Settings) -> None:
     small = settings.model_copy(update={"proof_max_bytes": 1024})
-    async with running_system(small, services=("quotes", "orders")) as system:
+    async with running_system(small, services=("quotes", "orders", "credits")) as system:
         order_id = (await place(system, "r-9"))["order_id"]
         big = await upload(system, order_id, "r-9", PDF + b"0" * 1024)
         assert (big.status_code, big.json()["error"]["code"]) == (413, "proof_too_large")

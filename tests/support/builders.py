@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from services.orders.domain import OrderLine
+from shared.contracts.credits import ReservationResult
 from shared.contracts.quotes import QuoteResult
 from shared.money import Money
 
@@ -33,10 +34,13 @@ def quote_result(*, reseller: str = "r-1", space: str = "reseller", now: datetim
 
 
 def placed_line(order_id: str, *, now: datetime, reseller: str = "r-1") -> OrderLine:
+    quote = quote_result(reseller=reseller, now=now)
     return OrderLine.place(
         order_id=order_id,
-        quote=quote_result(reseller=reseller, now=now),
+        quote=quote,
+        reservation=ReservationResult(order_id=order_id, first_sale=False, reserved=eur(0)),
         use_credit=True,
         reseller_email=None,
         now=now,
+        unpaid_ttl=timedelta(days=14),
     )

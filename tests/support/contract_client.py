@@ -36,6 +36,7 @@ class ContractClient:
         events = await self.channel.declare_exchange(
             self.ns + "reseller.events", aio_pika.ExchangeType.TOPIC, durable=True
         )
+        self.events_exchange = events
         queue = await self.channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(events, routing_key="#")
         await queue.consume(self._on_event, no_ack=True)
@@ -53,7 +54,9 @@ class ContractClient:
 
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         async with self._event_arrived:
-            self.events.append((message.routing_key or "", json.loads(message.body), message))
+            body = json.loads(message.body)
+            body.setdefault("_message_id", message.message_id)  # for tests that resend it
+            self.events.append((message.routing_key or "", body, message))
             self._event_arrived.notify_all()
 
     async def send(
@@ -80,6 +83,18 @@ class ContractClient:
             routing_key=routing_key,
         )
         return message_id
+
+    async def publish_event(self, routing_key: str, body: Body, *, message_id: str) -> None:
+        """Publish an event as another system (or a redelivery) would."""
+        await self.events_exchange.publish(
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                message_id=message_id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key,
+        )
 
     async def request(
         self,

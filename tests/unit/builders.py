@@ -11,6 +11,8 @@ from services.orders.domain import OrderLine, Proof
 from services.quotes.domain import Quote, price
 from shared.catalogue import Catalogue, load_catalogue
 from shared.contracts.base import Billing, Space
+from shared.contracts.credits import ReservationResult
+from shared.contracts.quotes import QuoteResult
 from shared.money import Money
 
 T0 = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
@@ -78,9 +80,21 @@ def make_line(
     return OrderLine.place(
         order_id=order_id,
         quote=quote.view(),
+        reservation=reservation_for(quote.view(), order_id),
         use_credit=True,
         reseller_email=reseller_email,
         now=now,
+        unpaid_ttl=UNPAID_TTL,
+    )
+
+
+UNPAID_TTL = timedelta(days=14)
+
+
+def reservation_for(quote: QuoteResult, order_id: str = "ol_1") -> ReservationResult:
+    """What credits answers when nothing raced the quote: its first-sale status and credit."""
+    return ReservationResult(
+        order_id=order_id, first_sale=quote.first_sale, reserved=quote.credit_applied
     )
 
 

@@ -29,11 +29,13 @@ from tests.unit.builders import (
     RESELLER,
     RESELLER_EMAIL,
     T0,
+    UNPAID_TTL,
     eur,
     make_line,
     make_proof,
     make_quote,
     paid_line,
+    reservation_for,
 )
 
 MIB = 1024 * 1024
@@ -69,7 +71,13 @@ def test_o1_placed_line_awaits_proof_with_its_price_fixed() -> None:
 def test_o1_price_is_the_quotes_price() -> None:
     quote = make_quote(edition="starter", billing="monthly", credit_available=1000)
     line = OrderLine.place(
-        order_id="ol_7", quote=quote.view(), use_credit=True, reseller_email=None, now=T1
+        order_id="ol_7",
+        quote=quote.view(),
+        reservation=reservation_for(quote.view(), "ol_7"),
+        use_credit=True,
+        reseller_email=None,
+        now=T1,
+        unpaid_ttl=UNPAID_TTL,
     )
     assert line.price.amount_due == eur(2920)
     assert line.price.credit_applied == eur(1000)
@@ -239,7 +247,7 @@ def test_o4_reject_requires_a_reason() -> None:
     line.submit_proof(make_proof(), T1)
     for reason in (None, "", "   "):
         with pytest.raises(Refused) as refused:
-            line.reject_proof(reviewer="ops-1", reason=reason, now=T2)
+            line.reject_proof(reviewer="ops-1", reason=reason, now=T2, unpaid_ttl=UNPAID_TTL)
         assert refused.value.code == ErrorCode.REJECTION_REASON_REQUIRED
     assert line.status == "proof_submitted"
 
@@ -247,7 +255,9 @@ def test_o4_reject_requires_a_reason() -> None:
 def test_o4_rejection_returns_to_awaiting_proof_with_reason_visible() -> None:
     line = make_line(order_id="ol_1")
     line.submit_proof(make_proof(), T1)
-    line.reject_proof(reviewer="ops-1", reason="  amount does not match  ", now=T2)
+    line.reject_proof(
+        reviewer="ops-1", reason="  amount does not match  ", now=T2, unpaid_ttl=UNPAID_TTL
+    )
     assert line.status == "awaiting_proof"
     assert line.rejection_reason == "amount does not match"
     assert line.view().rejection_reason == "amount does not match"
@@ -261,7 +271,7 @@ def test_o4_rejection_returns_to_awaiting_proof_with_reason_visible() -> None:
 def test_o4_new_proof_after_rejection_clears_the_reason() -> None:
     line = make_line()
     line.submit_proof(make_proof(proof_id="pr_1"), T1)
-    line.reject_proof(reviewer="ops-1", reason="blurry", now=T2)
+    line.reject_proof(reviewer="ops-1", reason="blurry", now=T2, unpaid_ttl=UNPAID_TTL)
     line.submit_proof(make_proof(proof_id="pr_2"), T3)
     assert line.status == "proof_submitted"
     assert line.rejection_reason is None
@@ -274,7 +284,7 @@ def test_o4_review_without_a_proof_is_refused() -> None:
         line.accept_proof(reviewer="ops-1", now=T1)
     assert accept.value.code == ErrorCode.NO_PROOF_SUBMITTED
     with pytest.raises(Refused) as reject:
-        line.reject_proof(reviewer="ops-1", reason="nothing", now=T1)
+        line.reject_proof(reviewer="ops-1", reason="nothing", now=T1, unpaid_ttl=UNPAID_TTL)
     assert reject.value.code == ErrorCode.NO_PROOF_SUBMITTED
     assert line.status == "awaiting_proof"
 
