@@ -12,7 +12,7 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +156,95 @@ def test_sigterm_stops_every_process_cleanly(amqp_url: str, tmp_path: Path) -> N
         assert log.count('"event": "service_stopped"') == 4
         assert '"event": "system_stopped"' in log
     asyncio.run(delete_namespace(amqp_url, system.namespace))
+
+
+def _pro_rata(value: int, start: str, end: str, now: datetime) -> int:
+    begin, finish = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    remaining = (finish - now) // timedelta(milliseconds=1)
+    length = (finish - begin) // timedelta(milliseconds=1)
+    numerator, denominator = remaining * value, length
+    return (2 * numerator + denominator) // (2 * denominator)  # half up
+
+
+async def _pay(
+    client: ContractClient, launched: LaunchedSystem, reseller: str, order_id: str
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        proof = await http.post(
+            f"{launched.url('orders')}/v1/orders/{order_id}/proofs",
+            headers={"Authorization": f"Bearer {launched.api_token}", "X-Reseller-Id": reseller},
+            files={"file": ("proof.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "image/png")},
+        )
+        assert proof.status_code == 201, proof.text
+    await client.ok("proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "ops"})
+
+
+async def test_two_sales_first_sale_credit_once_then_an_exact_upgrade(
+    launched: LaunchedSystem, client: ContractClient
+) -> None:
+    reseller = "globex"
+    first = await client.ok(
+        "order.place",
+        {
+            "reseller_id": reseller,
+            "space": "reseller",
+            "edition": "enterprise",
+            "billing": "annual",
+        },
+    )
+    assert first["amount_due"] == {"amount": 199900, "currency": "EUR"}  # Q4: list price
+    await _pay(client, launched, reseller, first["order_id"])
+    granted = await client.wait_event(
+        "credit.granted", lambda b: b["order_id"] == first["order_id"]
+    )
+    assert granted["amount"] == {"amount": 39980, "currency": "EUR"}
+    balance = await client.ok("credits.balance", {"reseller_id": reseller})
+    [lot] = balance["lots"]
+    granted_at = datetime.fromisoformat(lot["granted_at"])
+    assert datetime.fromisoformat(lot["expires_at"]).date() == granted_at.date().replace(
+        year=granted_at.year + 1
+    )
+
+    second = await client.ok(
+        "order.place",
+        {"reseller_id": reseller, "space": "reseller", "edition": "premium", "billing": "annual"},
+    )
+    # C4: 399,900 - 20 % = 319,920, then the 39,980 credit
+    assert second["credit_reserved"] == {"amount": 39980, "currency": "EUR"}
+    assert second["amount_due"] == {"amount": 279940, "currency": "EUR"}
+    await _pay(client, launched, reseller, second["order_id"])
+    await client.wait_event("credit.consumed", lambda b: b["order_id"] == second["order_id"])
+    statement = await client.ok("credits.statement", {"reseller_id": reseller})
+    assert [e["kind"] for e in statement["entries"]] == ["grant", "reserve", "consume"]
+    assert statement["reconciled"] is True
+    assert len([k for k, _, _ in client.events if k == "credit.granted"]) == 1
+
+    bound = await client.ok(
+        "plan.bind",
+        {
+            "reseller_id": reseller,
+            "order_id": first["order_id"],
+            "customer_email": "it@globex.example",
+        },
+    )
+    before = datetime.now(UTC)
+    upgrade = await client.ok(
+        "plan.upgrade",
+        {"reseller_id": reseller, "order_id": first["order_id"], "edition": "premium"},
+    )
+    after = datetime.now(UTC)
+    # O7: remaining / period x what the plan really cost (199,900 less the 39,980 credited)
+    candidates = {
+        _pro_rata(159920, bound["period_start"], bound["period_end"], moment)
+        for moment in (before, after)
+    }
+    assert upgrade["credit_note"]["amount"] in candidates
+    assert upgrade["amount_due"]["amount"] == 319920 - upgrade["credit_note"]["amount"]
+    await _pay(client, launched, reseller, upgrade["order_id"])
+    changed = await client.wait_event(
+        "plan.upgraded", lambda b: b["order_id"] == upgrade["order_id"]
+    )
+    assert changed["previous_order_id"] == first["order_id"]
+    await client.wait_event("plan.superseded", lambda b: b["order_id"] == first["order_id"])
+    status = await client.ok("license.status", {"customer_email": "it@globex.example"})
+    assert status["edition"] == "premium"
