@@ -70,6 +70,15 @@ def period_end(start: datetime, billing: Billing) -> datetime:
     return add_months(start, 1 if billing == "monthly" else 12)
 
 
+def require_reseller_email(space: Space, reseller_email: str | None) -> None:
+    """A personal-space line binds to the reseller's own email on payment (O5)."""
+    if space == "personal" and reseller_email is None:
+        raise Refused(
+            ErrorCode.RESELLER_EMAIL_REQUIRED,
+            "a personal-space order binds to the reseller's own email: give reseller_email",
+        )
+
+
 def standard_discount(quote: QuoteResult) -> Money:
     """The reseller discount of the quote, whether taken off now or deferred (Q4)."""
     return quote.discount + quote.first_sale_credit
@@ -176,11 +185,7 @@ class OrderLine(Aggregate):
         credit_note: Money | None = None,
     ) -> OrderLine:
         """A new line awaiting proof, its price fixed from the quote and the reservation (O1)."""
-        if quote.space == "personal" and reseller_email is None:
-            raise Refused(
-                ErrorCode.RESELLER_EMAIL_REQUIRED,
-                "a personal-space order binds to the reseller's own email: give reseller_email",
-            )
+        require_reseller_email(quote.space, reseller_email)
         price = fix_price(quote, reservation, credit_note or Money.zero(quote.list_price.currency))
         line = cls(
             id=order_id,

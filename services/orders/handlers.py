@@ -12,7 +12,14 @@ from functools import partial
 from typing import NoReturn
 from uuid import uuid4
 
-from services.orders.domain import OrderLine, Proof, credit_wanted, order_id_for, sniff_proof
+from services.orders.domain import (
+    OrderLine,
+    Proof,
+    credit_wanted,
+    order_id_for,
+    require_reseller_email,
+    sniff_proof,
+)
 from services.orders.store import OrderStore
 from shared.catalogue import Catalogue
 from shared.clock import Clock
@@ -123,11 +130,7 @@ async def place_order(
     if existing is not None:
         return existing.placed_result()
     reseller_email = normalise_email(cmd.reseller_email) if cmd.reseller_email else None
-    if cmd.space == "personal" and reseller_email is None:
-        raise Refused(
-            ErrorCode.RESELLER_EMAIL_REQUIRED,
-            "a personal-space order binds to the reseller's own email: give reseller_email",
-        )
+    require_reseller_email(cmd.space, reseller_email)  # before any quote is used
     line = await _open_line(
         deps,
         delivery,

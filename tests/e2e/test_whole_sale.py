@@ -115,7 +115,9 @@ async def test_a_whole_sale_down_to_the_verified_licence(
     assert [a["appliance_id"] for a in license_status["appliances"]] == ["xoa-eve-1"]
 
 
-async def test_refusals_bind_before_payment_and_wrong_reseller(client: ContractClient) -> None:
+async def test_refusals_bind_before_payment_and_wrong_reseller(
+    launched: LaunchedSystem, client: ContractClient
+) -> None:
     order = await client.ok(
         "order.place",
         {"reseller_id": "acme", "space": "reseller", "edition": "starter", "billing": "annual"},
@@ -135,6 +137,20 @@ async def test_refusals_bind_before_payment_and_wrong_reseller(client: ContractC
         "order.get", {"reseller_id": "intruder", "order_id": order["order_id"]}
     )
     assert foreign["error"]["code"] == "not_your_order"
+    # every log line written while handling a message carries its ids (JSON, one per line)
+    await asyncio.sleep(0.2)
+    lines = [
+        json.loads(line) for line in launched.log.read_text().splitlines() if line.startswith("{")
+    ]
+    refused = [
+        line
+        for line in lines
+        if line.get("event") == "command_refused" and line.get("code") == "order_not_paid"
+    ]
+    assert refused, "the refusal was not logged"
+    assert refused[-1]["service"] == "orders"
+    assert refused[-1]["routing_key"] == "plan.bind"
+    assert refused[-1]["message_id"] and refused[-1]["correlation_id"]
 
 
 async def test_a_malformed_message_is_dead_lettered_while_the_next_good_one_is_processed(
