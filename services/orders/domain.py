@@ -166,6 +166,7 @@ class OrderLine(Aggregate):
     upgrade_of: str | None = None  # O7: the line this one upgrades
     upgraded_by: str | None = None  # O7: the (pending or paid) upgrade of this line
     pending_credit_note: Money | None = None  # frozen when the upgrade was placed
+    upgrade_started_at: AwareDatetime | None = None
     superseded_by: str | None = None
 
     # --- O1 -------------------------------------------------------------------------
@@ -390,6 +391,8 @@ class OrderLine(Aggregate):
         current_rank: int,
         target_rank: int,
         now: datetime,
+        pending_line_exists: bool = True,
+        abandon_after: timedelta = timedelta(minutes=10),
     ) -> Money:
         """Reserve this bound, active line for one upgrade; value its remaining time.
 
@@ -414,7 +417,15 @@ class OrderLine(Aggregate):
                 ErrorCode.NOT_AN_UPGRADE,
                 f"the target edition does not rank above {self.edition}: downgrades are refused",
             )
-        if self.upgraded_by is not None:
+        abandoned = (
+            self.upgraded_by is not None
+            and not pending_line_exists
+            and self.upgrade_started_at is not None
+            and now - self.upgrade_started_at >= abandon_after
+        )
+        if abandoned:  # its placement failed for good: the upgrade line was never stored
+            self._log(now, "upgrade_abandoned", reason=self.upgraded_by)
+        elif self.upgraded_by is not None:
             raise Refused(
                 ErrorCode.UPGRADE_IN_PROGRESS,
                 f"order {self.id} already has a pending upgrade: {self.upgraded_by}",
@@ -428,6 +439,7 @@ class OrderLine(Aggregate):
         )
         self.upgraded_by = upgrade_order_id
         self.pending_credit_note = note
+        self.upgrade_started_at = now
         self._log(now, "upgrade_started", by=reseller_id, reason=upgrade_order_id)
         return note
 
@@ -436,6 +448,7 @@ class OrderLine(Aggregate):
         if self.upgraded_by == upgrade_order_id and self.status == "bound":
             self.upgraded_by = None
             self.pending_credit_note = None
+            self.upgrade_started_at = None
             self._log(now, "upgrade_abandoned", reason=upgrade_order_id)
 
     def supersede(self, *, by: str, now: datetime) -> None:

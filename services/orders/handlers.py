@@ -157,17 +157,18 @@ async def upgrade_plan(cmd: UpgradePlan, delivery: Delivery, *, deps: OrdersDeps
     existing = await deps.store.lines.get(upgrade_id)
     if existing is None:
         target_rank = deps.catalogue.rank(cmd.edition)
-        notes: list[Money] = []
+        base = await _load(deps, cmd.order_id, cmd.reseller_id)
+        pending = base.upgraded_by
+        pending_exists = pending is None or await deps.store.lines.get(pending) is not None
 
         def start(line: OrderLine) -> None:
-            notes.append(
-                line.start_upgrade(
-                    reseller_id=cmd.reseller_id,
-                    upgrade_order_id=upgrade_id,
-                    current_rank=deps.catalogue.rank(line.edition),
-                    target_rank=target_rank,
-                    now=deps.clock.now(),
-                )
+            line.start_upgrade(
+                reseller_id=cmd.reseller_id,
+                upgrade_order_id=upgrade_id,
+                current_rank=deps.catalogue.rank(line.edition),
+                target_rank=target_rank,
+                now=deps.clock.now(),
+                pending_line_exists=pending_exists or line.upgraded_by != pending,
             )
 
         current = await deps.store.lines.mutate(

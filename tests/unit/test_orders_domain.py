@@ -517,3 +517,39 @@ def test_o9_view_shows_status_price_and_history() -> None:
         ("proof_accepted", "paid"),
     ]
     assert view.placed_at == T0
+
+
+def test_o7_an_upgrade_whose_line_was_never_stored_stops_blocking_after_a_while() -> None:
+    line = paid_line()
+    line.bind(reseller_id=RESELLER, customer_email="c@x.example", now=T1)
+    line.start_upgrade(
+        reseller_id=RESELLER, upgrade_order_id="ol_up1", now=T1, current_rank=2, target_rank=3
+    )
+    with pytest.raises(Refused) as busy:
+        line.start_upgrade(
+            reseller_id=RESELLER,
+            upgrade_order_id="ol_up2",
+            now=T1 + timedelta(minutes=5),
+            pending_line_exists=False,
+            current_rank=2,
+            target_rank=3,
+        )
+    assert busy.value.code == ErrorCode.UPGRADE_IN_PROGRESS
+    with pytest.raises(Refused) as still_busy:  # the first upgrade line exists: never abandoned
+        line.start_upgrade(
+            reseller_id=RESELLER,
+            upgrade_order_id="ol_up2",
+            now=T1 + timedelta(days=1),
+            current_rank=2,
+            target_rank=3,
+        )
+    assert still_busy.value.code == ErrorCode.UPGRADE_IN_PROGRESS
+    line.start_upgrade(
+        reseller_id=RESELLER,
+        upgrade_order_id="ol_up2",
+        now=T1 + timedelta(minutes=11),
+        pending_line_exists=False,
+        current_rank=2,
+        target_rank=3,
+    )
+    assert line.upgraded_by == "ol_up2"
