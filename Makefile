@@ -36,6 +36,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	scripts/ensure-rabbitmq
 	$(PY) -m bench.sale_latency
+	$(PY) -m bench.licence_check
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

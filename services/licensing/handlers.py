@@ -1,15 +1,25 @@
-"""Licensing's handlers: the ``plan.bound`` consumer, operations queries, appliance HTTP."""
+"""Licensing's handlers: plan events, operations commands and queries, the appliance HTTP
+API, and the periodic jobs (expiry checks, purge of attempt counters)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import NoReturn
 
-from services.licensing.domain import Customer, Entitlement, invalid_registration
+from services.licensing.domain import (
+    Customer,
+    Policy,
+    invalid_registration,
+    retry_after,
+    source_key,
+    unknown_customer,
+)
 from services.licensing.signing import LicenceSigner
 from services.licensing.store import LicensingStore
-from shared.catalogue import Catalogue
 from shared.clock import Clock
 from shared.contracts.licensing import (
     ApplianceLicense,
@@ -17,11 +27,20 @@ from shared.contracts.licensing import (
     LicenseStatusResult,
     RegisterAppliance,
     Registration,
+    RegistrationReissueResult,
+    ReinstateLicense,
+    ReissueRegistrationToken,
+    SuspendLicense,
+    SuspensionResult,
 )
-from shared.contracts.orders import PlanBound
+from shared.contracts.orders import PlanBound, PlanSuperseded, PlanUpgraded
 from shared.emails import normalise_email
-from shared.errors import ErrorCode, Refused
+from shared.errors import ErrorCode, RateLimited, Refused
+from shared.logging import get_logger
 from shared.messaging import Delivery
+
+log = get_logger(__name__)
+CHECK_BATCH = 500
 
 
 def bad_credentials() -> NoReturn:
@@ -32,12 +51,34 @@ def refuse_registration() -> NoReturn:
     raise invalid_registration()
 
 
+def no_customer(email: str) -> Callable[[], Customer]:
+    """Operations act on known customers only: ``unknown_customer`` otherwise."""
+
+    def missing() -> Customer:
+        raise unknown_customer(email)
+
+    return missing
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """L2: registration attempts allowed per source and per email over a sliding window."""
+
+    window: timedelta = timedelta(minutes=15)
+    per_source: int = 20
+    per_email: int = 10
+
+
 @dataclass(frozen=True)
 class LicensingDeps:
     store: LicensingStore
     signer: LicenceSigner
-    catalogue: Catalogue
+    policy: Policy
     clock: Clock
+    limits: RegistrationLimits = RegistrationLimits()
+
+
+# --- plan events (L1, O7) -------------------------------------------------------------
 
 
 async def on_plan_bound(event: PlanBound, delivery: Delivery, *, deps: LicensingDeps) -> None:
@@ -46,85 +87,229 @@ async def on_plan_bound(event: PlanBound, delivery: Delivery, *, deps: Licensing
     token = secrets.token_urlsafe(24)  # 192 bits
     await deps.store.customers.mutate(
         email,
-        lambda customer: customer.add_plan(event, token=token, now=deps.clock.now()),
+        lambda c: c.add_plan(event, token=token, now=deps.clock.now(), policy=deps.policy),
         message_id=delivery.message_id,
         missing=lambda: Customer(id=email),
     )
 
 
-async def license_status(
-    query: GetLicenseStatus, _: Delivery, *, deps: LicensingDeps
-) -> LicenseStatusResult:
-    """``license.status`` for operations."""
-    email = normalise_email(query.customer_email)
-    customer = await deps.store.customers.get(email) or Customer(id=email)
-    return customer.status_view(deps.clock.now(), deps.catalogue)
-
-
-def _licence(deps: LicensingDeps, customer: Customer, appliance_id: str, e: Entitlement) -> str:
-    return deps.signer.sign(
-        {
-            "customer_email": customer.email,
-            "appliance_id": appliance_id,
-            "edition": e.edition,
-            "status": e.status,
-            "support": e.support,
-            "valid_until": e.valid_until.isoformat() if e.valid_until else None,
-            "issued_at": deps.clock.now().isoformat(),
-        }
+async def on_plan_upgraded(event: PlanUpgraded, delivery: Delivery, *, deps: LicensingDeps) -> None:
+    """``plan.upgraded`` -> the new plan runs, the previous one ends; appliances follow."""
+    email = normalise_email(event.customer_email)
+    await deps.store.customers.mutate(
+        email,
+        lambda c: c.upgrade(event, now=deps.clock.now(), policy=deps.policy),
+        message_id=delivery.message_id,
+        missing=lambda: Customer(id=email),
     )
 
 
-async def register_appliance(request: RegisterAppliance, *, deps: LicensingDeps) -> Registration:
+async def on_plan_superseded(
+    event: PlanSuperseded, delivery: Delivery, *, deps: LicensingDeps
+) -> None:
+    """``plan.superseded`` -> the old plan ends (if ``plan.upgraded`` did not end it yet)."""
+    email = normalise_email(event.customer_email)
+    await deps.store.customers.mutate(
+        email,
+        lambda c: c.supersede(event, now=deps.clock.now(), policy=deps.policy),
+        message_id=delivery.message_id,
+        missing=lambda: Customer(id=email),
+    )
+
+
+# --- operations (L2, L8) ----------------------------------------------------------------
+
+
+async def license_status(
+    query: GetLicenseStatus, _: Delivery, *, deps: LicensingDeps
+) -> LicenseStatusResult:
+    """``license.status`` for operations: edition, status, plans, appliances, support."""
+    email = normalise_email(query.customer_email)
+    customer = await deps.store.customers.get(email) or Customer(id=email)
+    return customer.status_view(deps.clock.now(), deps.policy)
+
+
+async def suspend_license(
+    command: SuspendLicense, delivery: Delivery, *, deps: LicensingDeps
+) -> SuspensionResult:
+    """``license.suspend`` (L8): every appliance of the customer falls to ``free``."""
+    email = normalise_email(command.customer_email)
+    now = deps.clock.now()
+    customer = await deps.store.customers.mutate(
+        email,
+        lambda c: c.suspend(reason=command.reason, now=now),
+        message_id=delivery.message_id,
+        missing=no_customer(email),
+    )
+    log.info("license_suspended", customer_email=email, reason=command.reason)
+    return SuspensionResult(
+        customer_email=email, status=customer.entitlement(now, deps.policy).status
+    )
+
+
+async def reinstate_license(
+    command: ReinstateLicense, delivery: Delivery, *, deps: LicensingDeps
+) -> SuspensionResult:
+    """``license.reinstate`` (L8): the plans' editions are back."""
+    email = normalise_email(command.customer_email)
+    now = deps.clock.now()
+    customer = await deps.store.customers.mutate(
+        email,
+        lambda c: c.reinstate(reason=command.reason, now=now),
+        message_id=delivery.message_id,
+        missing=no_customer(email),
+    )
+    log.info("license_reinstated", customer_email=email, reason=command.reason)
+    return SuspensionResult(
+        customer_email=email, status=customer.entitlement(now, deps.policy).status
+    )
+
+
+async def reissue_registration_token(
+    command: ReissueRegistrationToken, delivery: Delivery, *, deps: LicensingDeps
+) -> RegistrationReissueResult:
+    """``registration.reissue`` (L2): a new token through ``customer.notification``; the
+    earlier ones stop working."""
+    email = normalise_email(command.customer_email)
+    now = deps.clock.now()
+    token = secrets.token_urlsafe(24)  # 192 bits
+    revoked: list[int] = []
+    await deps.store.customers.mutate(
+        email,
+        lambda c: revoked.append(c.reissue_token(token=token, now=now, policy=deps.policy)),
+        message_id=delivery.message_id,
+        missing=no_customer(email),
+    )
+    log.info("registration_token_reissued", customer_email=email, reason=command.reason)
+    return RegistrationReissueResult(
+        customer_email=email, issued_at=now, tokens_revoked=revoked[-1] if revoked else 0
+    )
+
+
+# --- the appliance HTTP API (L2-L5) -----------------------------------------------------
+
+
+async def _limit_attempts(source: str, email: str, *, deps: LicensingDeps) -> None:
+    """L2: count the attempt per source and per email, then refuse past either limit.
+
+    Every attempt counts, whatever its outcome, and the same way for a known and an
+    unknown email: the answer (and its time) never tells whether the email is a customer.
+    """
+    now, limits = deps.clock.now(), deps.limits
+    counted = await asyncio.gather(
+        deps.store.attempts.count(f"source:{source_key(source)}", now=now, window=limits.window),
+        deps.store.attempts.count(f"email:{email}", now=now, window=limits.window),
+    )
+    waits = [
+        retry_after(previous=previous, current=current, limit=limit, window=limits.window, now=now)
+        for (previous, current), limit in zip(
+            counted, (limits.per_source, limits.per_email), strict=True
+        )
+    ]
+    refused = [w for w in waits if w is not None]
+    if refused:
+        log.warning("registration_rate_limited", source=source, retry_after=max(refused))
+        raise RateLimited(
+            ErrorCode.TOO_MANY_ATTEMPTS,
+            "too many registration attempts; try again later",
+            retry_after=max(refused),
+        )
+
+
+async def register_appliance(
+    request: RegisterAppliance, *, source: str, deps: LicensingDeps
+) -> Registration:
     """``POST /v1/appliances/register`` (L2, L3, L5).
 
     A wrong email, a wrong token and an unknown email all end in the same refusal,
-    after the same digest comparisons.
+    after the same counting and the same digest comparisons.
     """
     try:
         email = normalise_email(request.email)
     except Refused:
         email = "invalid@invalid.invalid"
-    customer = await deps.store.customers.get(email)
-    probe = customer or Customer(id=email)
-    if not probe.token_matches(request.registration_token) or customer is None:
+    await _limit_attempts(source, email, deps=deps)
+    known = await deps.store.tokens_of(email)
+    probe = known or Customer(id=email)
+    if not probe.token_matches(request.registration_token) or known is None:
         refuse_registration()
-    secret = secrets.token_urlsafe(32)
-    await deps.store.index_appliance(request.appliance_id, email)
-    customer = await deps.store.customers.mutate(
-        email,
-        lambda c: c.register(
+    random_part = secrets.token_urlsafe(32)  # 256 bits
+    issued: list[str] = []
+
+    def register(c: Customer) -> None:
+        issued.append(c.appliance_secret(random_part))  # the key of the customer saved
+        c.register(
             appliance_id=request.appliance_id,
-            secret=secret,
+            secret=issued[-1],
             move=request.move,
             now=deps.clock.now(),
-            catalogue=deps.catalogue,
-        ),
-        message_id=None,
-        missing=refuse_registration,
+            policy=deps.policy,
+        )
+
+    customer = await deps.store.customers.mutate(
+        email, register, message_id=None, missing=refuse_registration
     )
-    entitlement = customer.appliance_entitlement(
-        request.appliance_id, deps.clock.now(), deps.catalogue
-    )
-    return Registration(
-        appliance_secret=secret,
-        license=_licence(deps, customer, request.appliance_id, entitlement),
-    )
+    secret = issued[-1]
+    now = deps.clock.now()
+    entitlement = customer.appliance_entitlement(request.appliance_id, now, deps.policy)
+    claims = customer.licence_claims(request.appliance_id, entitlement, now, deps.policy)
+    log.info("appliance_registered", appliance_id=request.appliance_id, move=request.move)
+    return Registration(appliance_secret=secret, license=deps.signer.sign(claims))
 
 
 async def appliance_license(
     appliance_id: str, secret: str, *, deps: LicensingDeps
 ) -> ApplianceLicense:
     """``GET /v1/appliances/{id}/license`` (L4): status, reason, edition, signed licence."""
-    customer = await deps.store.customer_of_appliance(appliance_id)
+    customer = await deps.store.customer_for_secret(secret)
     if customer is None or not customer.secret_matches(appliance_id, secret):
         bad_credentials()
-    entitlement = customer.appliance_entitlement(appliance_id, deps.clock.now(), deps.catalogue)
+    now = deps.clock.now()
+    entitlement = customer.appliance_entitlement(appliance_id, now, deps.policy)
+    claims = customer.licence_claims(appliance_id, entitlement, now, deps.policy)
     return ApplianceLicense(
         status=entitlement.status,
         reason=entitlement.reason,
         edition=entitlement.edition,
         valid_until=entitlement.valid_until,
         support=entitlement.support,
-        license=_licence(deps, customer, appliance_id, entitlement),
+        license=deps.signer.sign(claims),
     )
+
+
+# --- periodic jobs (L6, L2) ---------------------------------------------------------------
+
+
+async def check_licences(now: datetime, *, deps: LicensingDeps) -> int:
+    """One pass of the expiry job: every customer with something due by ``now`` publishes
+    its warnings, expiries and changes of edition (once each, recorded in the customer),
+    and gets its next ``next_check_at``. Returns how many customers were checked.
+
+    Several replicas may run it at once: the versioned save lets one of them record each
+    fact, the other finds it recorded.
+    """
+    checked: set[str] = set()
+    while True:
+        due = [email async for email in deps.store.due_for_check(now, batch=CHECK_BATCH)]
+        fresh = [email for email in due if email not in checked]
+        for email in fresh:
+            checked.add(email)
+            try:
+                await deps.store.customers.mutate(
+                    email,
+                    lambda c: c.check(now, deps.policy),
+                    message_id=None,
+                    missing=no_customer(email),
+                )
+            except Exception:  # one customer's failure must not stop the others'
+                log.exception("licence_check_failed", customer_email=email)
+        if not fresh or len(due) < CHECK_BATCH:
+            break
+    if checked:
+        log.info("licences_checked", customers=len(checked))
+    return len(checked)
+
+
+async def purge_attempts(now: datetime, *, deps: LicensingDeps) -> int:
+    """Delete the registration attempt counters no window reads any more."""
+    return await deps.store.attempts.purge(now)

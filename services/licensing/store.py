@@ -1,29 +1,94 @@
-"""Licensing's MongoDB adapter: customers (one document per email) and the appliance index.
+"""Licensing's MongoDB adapter: customers (one document per email) and the registration
+attempt counters.
 
-The index (appliance id -> customer email) exists because the embedded server cannot
-query into arrays of subdocuments; it is written before the customer document, so a
-crash in between leaves an index entry that points at no appliance (read as
-``not_registered``), never an appliance that cannot be found.
+A licence check finds the customer by the key that prefixes the appliance secret: one
+indexed read on a top-level field (the embedded server cannot query into arrays of
+subdocuments, so appliances are never looked up inside the customer documents).
+
+Attempt counters are single documents updated with an atomic ``$inc`` upsert, so every
+replica of the service counts against the same number; each expires two windows after
+its own (the sliding window reads the previous one) and the purge job deletes it then.
 """
 
 from __future__ import annotations
 
-from pymongo.asynchronous.database import AsyncDatabase
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
-from services.licensing.domain import Customer
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.licensing.domain import Customer, digest, window_index
 from shared.store import Document, DocumentStore
+
+
+class AttemptCounters:
+    """Attempts per key and fixed window: ``{_id: "<key digest>:<window>", count, expires_at}``."""
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.collection = db["registration_attempts"]
+
+    async def count(self, key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
+        """Count one attempt for ``key`` now; returns (previous window's, this window's)
+        counts, this attempt included. Keys are stored as digests: no email in clear."""
+        index = window_index(now, window)
+        prefix = digest(key)
+        expires_at = datetime.fromtimestamp(0, now.tzinfo) + window * (index + 2)
+        for _ in range(3):  # two first attempts may race to create the counter
+            try:
+                current = await self.collection.find_one_and_update(
+                    # Equality fields of an upsert's filter are written on insert.
+                    {"_id": f"{prefix}:{index}", "expires_at": expires_at},
+                    {"$inc": {"count": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                break
+            except DuplicateKeyError:
+                continue
+        else:
+            raise RuntimeError(f"could not count an attempt for window {index}")
+        previous = await self.collection.find_one({"_id": f"{prefix}:{index - 1}"})
+        return (int(previous["count"]) if previous else 0, int(current["count"]) if current else 1)
+
+    async def purge(self, now: datetime) -> int:
+        result = await self.collection.delete_many({"expires_at": {"$lte": now}})
+        return result.deleted_count
 
 
 class LicensingStore:
     def __init__(self, customers: DocumentStore[Customer], db: AsyncDatabase[Document]) -> None:
         self.customers = customers
-        self.appliance_index = db["appliance_index"]
+        self.attempts = AttemptCounters(db)
 
-    async def index_appliance(self, appliance_id: str, email: str) -> None:
-        await self.appliance_index.replace_one(
-            {"_id": appliance_id}, {"_id": appliance_id, "customer_email": email}, upsert=True
+    async def create_indexes(self) -> None:
+        await self.customers.collection.create_index([("next_check_at", ASCENDING)])
+        await self.customers.collection.create_index([("key", ASCENDING)])
+        await self.attempts.collection.create_index([("expires_at", ASCENDING)])
+
+    async def tokens_of(self, email: str) -> Customer | None:
+        """Only the registration token digests of ``email`` (L2): the check that refuses
+        a wrong token reads and parses as little for a customer as for an unknown email."""
+        doc = await self.customers.collection.find_one({"_id": email}, {"tokens": 1})
+        return None if doc is None else Customer(id=email, tokens=doc.get("tokens") or [])
+
+    async def customer_for_secret(self, secret: str) -> Customer | None:
+        """The customer an appliance secret names (``<customer key>.<random>``): one
+        indexed read; the secret itself is then checked against the appliance's digest."""
+        key, dot, _ = secret.partition(".")
+        if not dot:
+            return None
+        doc = await self.customers.collection.find_one({"key": key[:64]})
+        return None if doc is None else self.customers.model.model_validate(doc)
+
+    async def due_for_check(self, now: datetime, *, batch: int = 500) -> AsyncIterator[str]:
+        """Emails of customers with a warning, an expiry or a change of edition due by
+        ``now``: one indexed range scan on the top-level ``next_check_at``."""
+        cursor = (
+            self.customers.collection.find({"next_check_at": {"$lte": now}}, {"_id": 1})
+            .sort("next_check_at", ASCENDING)
+            .limit(batch)
         )
-
-    async def customer_of_appliance(self, appliance_id: str) -> Customer | None:
-        doc = await self.appliance_index.find_one({"_id": appliance_id})
-        return None if doc is None else await self.customers.get(str(doc["customer_email"]))
+        async for doc in cursor:
+            yield str(doc["_id"])

@@ -1,0 +1,156 @@
+"""The licensing side of a test: plan events published as orders publishes them, and an
+appliance that talks to the licensing HTTP API from a chosen client address."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import aio_pika
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from shared.contracts import Event
+from shared.contracts.orders import PlanBound
+from tests.support.system import System
+
+
+async def publish(system: System, event: Event, *, message_id: str | None = None) -> str:
+    """Publish ``event`` on ``reseller.events`` exactly as its owning service would."""
+    exchange = await system.client.channel.get_exchange(
+        system.settings.amqp_namespace + "reseller.events", ensure=False
+    )
+    message_id = message_id or str(uuid4())
+    await exchange.publish(
+        aio_pika.Message(
+            event.model_dump_json().encode(),
+            message_id=message_id,
+            correlation_id=event.correlation_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        routing_key=event.ROUTING_KEY,
+    )
+    return message_id
+
+
+async def bind(
+    system: System,
+    email: str,
+    edition: str = "enterprise",
+    *,
+    start: datetime | None = None,
+    days: int = 30,
+    order_id: str | None = None,
+) -> tuple[str, str]:
+    """A plan bound to ``email`` (``plan.bound``); returns (order id, registration token)."""
+    order_id = order_id or f"ol_{uuid4().hex[:12]}"
+    start = start or system.clock.now()
+    await publish(
+        system,
+        PlanBound(
+            order_id=order_id,
+            reseller_id="r-1",
+            space="reseller",
+            customer_email=email,
+            edition=edition,
+            billing="monthly",
+            period_start=start,
+            period_end=start + timedelta(days=days),
+            occurred_at=start,
+            correlation_id=order_id,
+        ),
+    )
+    note = await system.client.wait_event(
+        "customer.notification", lambda b: b.get("order_id") == order_id
+    )
+    return order_id, str(note["registration_token"])
+
+
+async def until_applied(system: System, message_id: str, *, timeout: float = 15) -> None:
+    """Wait until the licensing service has handled ``message_id`` (its inbox keeps it)."""
+    runtime = system.runtimes["licensing"]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await runtime.inbox.seen(runtime.service, message_id) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"{message_id} not handled"
+        await asyncio.sleep(0.01)  # waiting for a delivery, not for time to pass
+
+
+def events(system: System, routing_key: str, **where: Any) -> list[dict[str, Any]]:
+    """The events of ``routing_key`` received so far whose fields match ``where``."""
+    return [
+        body
+        for key, body, _ in system.client.events
+        if key == routing_key and all(body.get(k) == v for k, v in where.items())
+    ]
+
+
+async def run_checks(system: System) -> int:
+    """One pass of the licensing expiry job at the system's (fixed) time."""
+    checked = await system.runtimes["licensing"].periodic["licence_checks"](system.clock.now())
+    assert isinstance(checked, int)
+    return checked
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def verify_offline(licence: str, public_key_b64: str) -> dict[str, Any]:
+    """What an appliance does, with nothing but the published key (no product code)."""
+    payload, signature = licence.split(".")
+    Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64)).verify(
+        _b64url(signature), payload.encode("ascii")
+    )
+    claims: dict[str, Any] = json.loads(_b64url(payload))
+    return claims
+
+
+@dataclass
+class ApplianceClient:
+    """An appliance: registers with the customer's email and token, then checks."""
+
+    system: System
+    appliance_id: str
+    source: str = "127.0.0.1"
+    secret: str | None = None
+    responses: list[httpx.Response] = field(default_factory=list)
+
+    def http(self) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(
+            app=self.system.apps["licensing"], client=(self.source, 40000)
+        )
+        return httpx.AsyncClient(transport=transport, base_url="http://licensing")
+
+    async def register(self, email: str, token: str, *, move: bool = False) -> httpx.Response:
+        async with self.http() as http:
+            response = await http.post(
+                "/v1/appliances/register",
+                json={
+                    "email": email,
+                    "registration_token": token,
+                    "appliance_id": self.appliance_id,
+                    "move": move,
+                },
+            )
+        if response.status_code == 200:
+            self.secret = response.json()["appliance_secret"]
+        return response
+
+    async def check(self) -> dict[str, Any]:
+        """``GET /v1/appliances/{id}/license``, its licence verified with the published key."""
+        async with self.http() as http:
+            response = await http.get(
+                f"/v1/appliances/{self.appliance_id}/license",
+                headers={"Authorization": f"Bearer {self.secret}"},
+            )
+            assert response.status_code == 200, response.text
+            keys = (await http.get("/v1/public-key")).json()
+        body: dict[str, Any] = response.json()
+        body["claims"] = verify_offline(body["license"], keys["public_key"])
+        return body
