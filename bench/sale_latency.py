@@ -82,7 +82,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sales", type=int, default=30)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, launched_system(AMQP_URL, Path(tmp)) as system:
+    # Every sale registers an appliance from this one address: lift the per-source limit
+    # (L2), which would otherwise refuse the 21st registration within 15 minutes.
+    limits = {"REGISTRATION_ATTEMPTS_PER_SOURCE": str(10 * args.sales + 100)}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        launched_system(AMQP_URL, Path(tmp), settings=limits) as system,
+    ):
         samples, baseline = asyncio.run(measure(system, args.sales))
         asyncio.run(delete_namespace(AMQP_URL, system.namespace))
     print(summary("plan.bind -> licence fetched", samples))

@@ -34,9 +34,15 @@ class LaunchedSystem:
 
 @contextmanager
 def launched_system(
-    amqp_url: str, workdir: Path, *, ready_timeout: float = 60
+    amqp_url: str,
+    workdir: Path,
+    *,
+    ready_timeout: float = 60,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[LaunchedSystem]:
-    """Start the launcher with its own data dir, namespace and ports; SIGTERM it at the end."""
+    """Start the launcher with its own data dir, namespace and ports; SIGTERM it at the end.
+
+    ``settings`` are extra environment variables (e.g. a benchmark's higher limits)."""
     ports = {s: free_port() for s in SERVICES}
     namespace = f"e{uuid4().hex[:10]}."
     token = uuid4().hex
@@ -48,6 +54,7 @@ def launched_system(
         "RESELLER_API_TOKEN": token,
         "LOG_FORMAT": "json",
         **{f"{s.upper()}_PORT": str(p) for s, p in ports.items()},
+        **(settings or {}),
     }
     env.pop("MONGODB_URL", None)  # the launcher starts the embedded store, as `make run` does
     log = workdir / "system.log"
