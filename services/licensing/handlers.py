@@ -129,40 +129,40 @@ async def license_status(
     return customer.status_view(deps.clock.now(), deps.policy)
 
 
+async def _set_suspended(
+    raw_email: str, reason: str, suspended: bool, delivery: Delivery, deps: LicensingDeps
+) -> SuspensionResult:
+    email = normalise_email(raw_email)
+    now = deps.clock.now()
+
+    def decide(customer: Customer) -> None:
+        if suspended:
+            customer.suspend(reason=reason, now=now)
+        else:
+            customer.reinstate(reason=reason, now=now)
+
+    customer = await deps.store.customers.mutate(
+        email, decide, message_id=delivery.message_id, missing=no_customer(email)
+    )
+    event = "license_suspended" if suspended else "license_reinstated"
+    log.info(event, customer_email=email, reason=reason)
+    return SuspensionResult(
+        customer_email=email, status=customer.entitlement(now, deps.policy).status
+    )
+
+
 async def suspend_license(
     command: SuspendLicense, delivery: Delivery, *, deps: LicensingDeps
 ) -> SuspensionResult:
     """``license.suspend`` (L8): every appliance of the customer falls to ``free``."""
-    email = normalise_email(command.customer_email)
-    now = deps.clock.now()
-    customer = await deps.store.customers.mutate(
-        email,
-        lambda c: c.suspend(reason=command.reason, now=now),
-        message_id=delivery.message_id,
-        missing=no_customer(email),
-    )
-    log.info("license_suspended", customer_email=email, reason=command.reason)
-    return SuspensionResult(
-        customer_email=email, status=customer.entitlement(now, deps.policy).status
-    )
+    return await _set_suspended(command.customer_email, command.reason, True, delivery, deps)
 
 
 async def reinstate_license(
     command: ReinstateLicense, delivery: Delivery, *, deps: LicensingDeps
 ) -> SuspensionResult:
     """``license.reinstate`` (L8): the plans' editions are back."""
-    email = normalise_email(command.customer_email)
-    now = deps.clock.now()
-    customer = await deps.store.customers.mutate(
-        email,
-        lambda c: c.reinstate(reason=command.reason, now=now),
-        message_id=delivery.message_id,
-        missing=no_customer(email),
-    )
-    log.info("license_reinstated", customer_email=email, reason=command.reason)
-    return SuspensionResult(
-        customer_email=email, status=customer.entitlement(now, deps.policy).status
-    )
+    return await _set_suspended(command.customer_email, command.reason, False, delivery, deps)
 
 
 async def reissue_registration_token(
