@@ -13,17 +13,13 @@ class ErrorCode(StrEnum):
     """Every refusal code the product can answer with (snake_case, stable)."""
 
     INVALID_MESSAGE = "invalid_message"
-    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
-    INTERNAL_ERROR = "internal_error"
     # quotes
     UNKNOWN_EDITION = "unknown_edition"
-    UNKNOWN_BILLING = "unknown_billing"
     UNKNOWN_QUOTE = "unknown_quote"
     QUOTE_EXPIRED = "quote_expired"
     QUOTE_ALREADY_USED = "quote_already_used"
     NOT_YOUR_QUOTE = "not_your_quote"
     SPACE_MISMATCH = "space_mismatch"
-    QUOTE_OR_EDITION_REQUIRED = "quote_or_edition_required"
     # orders
     UNKNOWN_ORDER = "unknown_order"
     NOT_YOUR_ORDER = "not_your_order"
