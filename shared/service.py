@@ -79,6 +79,7 @@ class Runtime:
         )
         self._tasks: list[asyncio.Task[Any]] = []
         self.periodic: dict[str, Callable[[datetime], Awaitable[object]]] = {}
+        self.routing_keys: list[str] = []
 
     def store(self, collection: str, model: type[A]) -> DocumentStore[A]:
         """A store for one aggregate kind whose outbox this service's relay publishes."""
@@ -95,6 +96,7 @@ class Runtime:
             self.bus.subscribe(route)
         await self.broker.start()
         self.periodic = dict(wiring.periodic)
+        self.routing_keys = [route.message.ROUTING_KEY for route in wiring.routes]
         for job in [self.relay.run, *wiring.jobs]:
             self._tasks.append(asyncio.create_task(job(), name=f"{self.service}:{job.__name__}"))
         for name, tick in self.periodic.items():

@@ -7,14 +7,17 @@ unless ``MONGODB_URL`` points at another server; the broker is the real RabbitMQ
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from shared.embedded_mongo import EmbeddedMongo
 from shared.settings import Settings
+from tests.support.broker import delete_namespace
 from tests.support.system import System, make_settings, running_system
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -36,9 +39,19 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def namespace(amqp_url: str) -> Iterator[str]:
+    """One broker namespace for the whole session (queues are purged between tests)."""
+    name = f"t{uuid4().hex[:10]}."
+    yield name
+    asyncio.run(delete_namespace(amqp_url, name, extra_services=("probe",)))
+
+
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, tmp_path: Path) -> Settings:
-    return make_settings(amqp_url=amqp_url, mongo_url=mongo_url, data_dir=tmp_path / "data")
+def settings(amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        amqp_url=amqp_url, mongo_url=mongo_url, namespace=namespace, data_dir=tmp_path / "data"
+    )
 
 
 @pytest.fixture

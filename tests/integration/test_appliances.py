@@ -26,11 +26,12 @@ PER_EMAIL, PER_SOURCE = 4, 8
 
 
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, tmp_path: Path) -> Settings:
+def settings(amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path) -> Settings:
     """Small limits, so that a test reaches them in a few requests."""
     return make_settings(
         amqp_url=amqp_url,
         mongo_url=mongo_url,
+        namespace=namespace,
         data_dir=tmp_path / "data",
         registration_attempts_per_email=PER_EMAIL,
         registration_attempts_per_source=PER_SOURCE,

@@ -34,10 +34,11 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, tmp_path: Path) -> Settings:
+def settings(amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path) -> Settings:
     return make_settings(
         amqp_url=amqp_url,
         mongo_url=mongo_url,
+        namespace=namespace,
         data_dir=tmp_path / "data",
         job_interval_seconds=3600,
     )

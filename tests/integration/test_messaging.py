@@ -13,7 +13,8 @@ from shared.messaging import Delivery, Route
 from shared.service import Runtime, Wiring
 from shared.settings import Settings
 from shared.store import OutboxEntry, OutboxRelay
-from tests.support.broker import delete_namespace
+from shared.topology import DEAD_LETTERS_QUEUE
+from tests.support.broker import delete_queues, purge_queues
 from tests.support.builders import placed_line
 from tests.support.contract_client import ContractClient
 from tests.support.flows import quote
@@ -114,9 +115,10 @@ async def test_transient_failure_is_redelivered_then_dead_lettered_at_the_delive
         assert set(attempts) == {message_id}
     finally:
         await runtime.stop()
-        await delete_namespace(
-            settings.amqp_url, settings.amqp_namespace, extra_services=("probe",)
-        )
+        probe = runtime.topology.queue("probe", RequestQuote.ROUTING_KEY).name
+        # delete, not purge: left bound, it would collect every later quote.request
+        await delete_queues(settings.amqp_url, [probe])
+        await purge_queues(settings.amqp_url, [settings.amqp_namespace + DEAD_LETTERS_QUEUE])
 
 
 async def test_an_event_saved_before_a_crash_is_published_when_the_service_comes_back(

@@ -23,7 +23,8 @@ from services.quotes.app import wire as wire_quotes
 from shared.clock import FixedClock
 from shared.service import Runtime, http_app
 from shared.settings import Settings
-from tests.support.broker import delete_namespace
+from shared.topology import DEAD_LETTERS_QUEUE
+from tests.support.broker import purge_queues
 from tests.support.contract_client import ContractClient
 
 WIRES = {
@@ -36,12 +37,13 @@ API_TOKEN = "test-api-token"
 
 
 def make_settings(
-    *, amqp_url: str, mongo_url: str, data_dir: Path, **overrides: object
+    *, amqp_url: str, mongo_url: str, data_dir: Path, namespace: str, **overrides: object
 ) -> Settings:
+    """Settings of one test: the session's broker namespace, databases of its own."""
     run = uuid4().hex[:10]
     values: dict[str, object] = {
         "amqp_url": amqp_url,
-        "amqp_namespace": f"t{run}.",
+        "amqp_namespace": namespace,
         "mongodb_url": mongo_url,
         "mongodb_db_prefix": f"t{run}_",
         "data_dir": data_dir,
@@ -88,4 +90,10 @@ async def running_system(
     finally:
         for runtime in reversed(started):
             await runtime.stop()
-        await delete_namespace(settings.amqp_url, settings.amqp_namespace)
+        consumed = [
+            runtime.topology.queue(runtime.service, route).name
+            for runtime in started
+            for route in runtime.routing_keys
+        ]
+        dead_letters = settings.amqp_namespace + DEAD_LETTERS_QUEUE
+        await purge_queues(settings.amqp_url, [*consumed, dead_letters])
