@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import uvicorn
@@ -90,12 +90,13 @@ class Runtime:
     async def start(self, wiring: Wiring) -> None:
         await self.broker.connect()
         await self.topology.declare(self.broker)
+        await self.inbox.collection.create_index("at")
         if wiring.setup is not None:
             await wiring.setup()
         for route in wiring.routes:
             self.bus.subscribe(route)
         await self.broker.start()
-        self.periodic = dict(wiring.periodic)
+        self.periodic = {"inbox_purge": self.purge_inbox, **wiring.periodic}
         self.routing_keys = [route.message.ROUTING_KEY for route in wiring.routes]
         for job in [self.relay.run, *wiring.jobs]:
             self._tasks.append(asyncio.create_task(job(), name=f"{self.service}:{job.__name__}"))
@@ -104,6 +105,10 @@ class Runtime:
                 asyncio.create_task(self._every(name, tick), name=f"{self.service}:{name}")
             )
         log.info("service_started", routes=[r.message.ROUTING_KEY for r in wiring.routes])
+
+    async def purge_inbox(self, now: datetime) -> int:
+        retention = timedelta(days=self.settings.inbox_retention_days)
+        return await self.inbox.purge(older_than=now - retention)
 
     async def _every(self, name: str, tick: Callable[[datetime], Awaitable[object]]) -> None:
         while True:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     prefetch: int = 64
     rpc_timeout_seconds: float = 10.0
     outbox_poll_seconds: float = 1.0
+    inbox_retention_days: float = 7.0  # replies kept for resent requests
     job_interval_seconds: float = 60.0  # periodic jobs: credit expiry, unpaid-line expiry
     unpaid_order_ttl_hours: float = 14 * 24  # O8: an unpaid line awaiting proof expires
     orphan_reservation_hours: float = 24.0  # a reservation whose line never appeared

@@ -209,6 +209,12 @@ class Inbox:
         doc = await self.collection.find_one({"_id": self._key(consumer, message_id)})
         return None if doc is None else InboxRecord.model_validate(doc)
 
+    async def purge(self, older_than: datetime) -> int:
+        """Forget replies older than the retention: a resend that late is answered from the
+        aggregate's own ``applied_messages`` (effects stay exactly-once), not replayed."""
+        result = await self.collection.delete_many({"at": {"$lt": older_than}})
+        return result.deleted_count
+
     async def remember(
         self, consumer: str, message_id: str, reply: str | None, at: datetime
     ) -> None:

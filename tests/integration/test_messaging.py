@@ -3,7 +3,7 @@ loses nothing, resends act once, refusals are answered, transient failures retri
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -161,3 +161,24 @@ async def test_a_failed_publish_leaves_the_event_for_the_next_pass(settings: Set
     doc = await store.collection.find_one({"_id": "ol_retry"})
     assert doc is not None and doc["outbox"] == [] and not doc["outbox_pending"]
     await runtime.mongo.close()
+
+
+async def test_the_inbox_forgets_old_replies_but_a_late_resend_still_acts_once(
+    system: System,
+) -> None:
+    body = {
+        "reseller_id": "r-inbox",
+        "space": "reseller",
+        "edition": "starter",
+        "billing": "monthly",
+    }
+    first = await system.client.request("order.place", body, message_id="old-place")
+    orders = system.runtimes["orders"]
+    system.clock.advance(timedelta(days=system.settings.inbox_retention_days, seconds=1))
+    purged = await orders.purge_inbox(system.clock.now())
+    assert purged >= 1
+    assert await orders.inbox.seen("orders", "old-place") is None
+    again = await system.client.request("order.place", body, message_id="old-place")
+    assert again["result"]["order_id"] == first["result"]["order_id"]  # same line, not a new one
+    lines = await system.client.ok("order.list", {"reseller_id": "r-inbox"})
+    assert len(lines["orders"]) == 1
