@@ -81,26 +81,34 @@ class LicensingDeps:
 # --- plan events (L1, O7) -------------------------------------------------------------
 
 
+async def _change_customer(
+    raw_email: str, decide: Callable[[Customer], None], delivery: Delivery, deps: LicensingDeps
+) -> Customer:
+    """Apply an order event to the customer it names, creating the customer if new."""
+    email = normalise_email(raw_email)
+    return await deps.store.customers.mutate(
+        email, decide, message_id=delivery.message_id, missing=lambda: Customer(id=email)
+    )
+
+
 async def on_plan_bound(event: PlanBound, delivery: Delivery, *, deps: LicensingDeps) -> None:
     """``plan.bound`` -> the email gains the edition, the customer gets a registration token."""
-    email = normalise_email(event.customer_email)
     token = secrets.token_urlsafe(24)  # 192 bits
-    await deps.store.customers.mutate(
-        email,
+    await _change_customer(
+        event.customer_email,
         lambda c: c.add_plan(event, token=token, now=deps.clock.now(), policy=deps.policy),
-        message_id=delivery.message_id,
-        missing=lambda: Customer(id=email),
+        delivery,
+        deps,
     )
 
 
 async def on_plan_upgraded(event: PlanUpgraded, delivery: Delivery, *, deps: LicensingDeps) -> None:
     """``plan.upgraded`` -> the new plan runs, the previous one ends; appliances follow."""
-    email = normalise_email(event.customer_email)
-    await deps.store.customers.mutate(
-        email,
+    await _change_customer(
+        event.customer_email,
         lambda c: c.upgrade(event, now=deps.clock.now(), policy=deps.policy),
-        message_id=delivery.message_id,
-        missing=lambda: Customer(id=email),
+        delivery,
+        deps,
     )
 
 
@@ -108,12 +116,11 @@ async def on_plan_superseded(
     event: PlanSuperseded, delivery: Delivery, *, deps: LicensingDeps
 ) -> None:
     """``plan.superseded`` -> the old plan ends (if ``plan.upgraded`` did not end it yet)."""
-    email = normalise_email(event.customer_email)
-    await deps.store.customers.mutate(
-        email,
+    await _change_customer(
+        event.customer_email,
         lambda c: c.supersede(event, now=deps.clock.now(), policy=deps.policy),
-        message_id=delivery.message_id,
-        missing=lambda: Customer(id=email),
+        delivery,
+        deps,
     )
 
 

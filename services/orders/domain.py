@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from fractions import Fraction
+from typing import TypedDict
 from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import AwareDatetime, BaseModel
@@ -126,6 +127,13 @@ def fix_price(quote: QuoteResult, reservation: ReservationResult, credit_note: M
 
 def _ms(delta: timedelta) -> int:
     return delta // timedelta(milliseconds=1)
+
+
+class _LineFacts(TypedDict):
+    order_id: str
+    reseller_id: str
+    occurred_at: datetime
+    correlation_id: str
 
 
 class Proof(BaseModel):
@@ -251,13 +259,11 @@ class OrderLine(Aggregate):
         self._log(now, "proof_submitted", reason=f"{proof.filename} sha256={proof.sha256}")
         self.record(
             ProofSubmitted(
-                **self._ids(),
+                **self._facts(now),
                 proof_id=proof.proof_id,
                 sha256=proof.sha256,
                 size=proof.size,
                 content_type=proof.content_type,
-                occurred_at=now,
-                correlation_id=self.id,
             )
         )
 
@@ -272,14 +278,12 @@ class OrderLine(Aggregate):
         self._log(now, "proof_accepted", by=by)
         self.record(
             ProofAccepted(
-                **self._ids(),
+                **self._facts(now),
                 reviewer=by,
                 space=self.space,
                 edition=self.edition,
                 billing=self.billing,
                 price=self.price,
-                occurred_at=now,
-                correlation_id=self.id,
             )
         )
         if self.upgrade_of is not None:
@@ -302,11 +306,9 @@ class OrderLine(Aggregate):
         self._log(now, "proof_rejected", by=reviewer, reason=self.rejection_reason)
         self.record(
             ProofRejected(
-                **self._ids(),
+                **self._facts(now),
                 reviewer=reviewer,
                 reason=self.rejection_reason,
-                occurred_at=now,
-                correlation_id=self.id,
             )
         )
 
@@ -355,15 +357,13 @@ class OrderLine(Aggregate):
         self._log(now, "bound", by=by, reason=email)
         self.record(
             PlanBound(
-                **self._ids(),
+                **self._facts(now),
                 space=self.space,
                 customer_email=email,
                 edition=self.edition,
                 billing=self.billing,
                 period_start=self.period_start,
                 period_end=self.period_end,
-                occurred_at=now,
-                correlation_id=self.id,
             )
         )
 
@@ -379,7 +379,7 @@ class OrderLine(Aggregate):
             )
         self.status = "cancelled"
         self._log(now, "cancelled", by=reseller_id)
-        self.record(OrderCancelled(**self._ids(), occurred_at=now, correlation_id=self.id))
+        self.record(OrderCancelled(**self._facts(now)))
 
     # --- O7: upgrades ----------------------------------------------------------------
 
@@ -462,11 +462,9 @@ class OrderLine(Aggregate):
         assert self.customer_email is not None
         self.record(
             PlanSuperseded(
-                **self._ids(),
+                **self._facts(now),
                 superseded_by=by,
                 customer_email=self.customer_email,
-                occurred_at=now,
-                correlation_id=self.id,
             )
         )
 
@@ -480,7 +478,7 @@ class OrderLine(Aggregate):
         self._log(now, "bound", by=by, reason=self.customer_email)
         self.record(
             PlanUpgraded(
-                **self._ids(),
+                **self._facts(now),
                 previous_order_id=self.upgrade_of,
                 customer_email=self.customer_email,
                 edition=self.edition,
@@ -488,8 +486,6 @@ class OrderLine(Aggregate):
                 period_start=self.period_start,
                 period_end=self.period_end,
                 credit_note=self.price.credit_note + self.price.credit_note_excess,
-                occurred_at=now,
-                correlation_id=self.id,
             )
         )
 
@@ -508,7 +504,7 @@ class OrderLine(Aggregate):
             return
         self.status = "expired"
         self._log(now, "expired")
-        self.record(OrderExpired(**self._ids(), occurred_at=now, correlation_id=self.id))
+        self.record(OrderExpired(**self._facts(now)))
 
     # --- views ----------------------------------------------------------------------
 
@@ -544,8 +540,14 @@ class OrderLine(Aggregate):
             superseded_by=self.superseded_by,
         )
 
-    def _ids(self) -> dict[str, str]:
-        return {"order_id": self.id, "reseller_id": self.reseller_id}
+    def _facts(self, now: datetime) -> _LineFacts:
+        """What every event of this line carries: its ids, when, and the workflow id."""
+        return {
+            "order_id": self.id,
+            "reseller_id": self.reseller_id,
+            "occurred_at": now,
+            "correlation_id": self.id,
+        }
 
     def _log(
         self, now: datetime, action: str, *, by: str | None = None, reason: str | None = None
