@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +31,8 @@ AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 async def one_sale(
     system: LaunchedSystem, client: ContractClient, http: httpx.AsyncClient, n: int
-) -> float:
+) -> dict[str, float]:
+    """One sale; returns the milliseconds of each stage after plan.bind, and the total."""
     order = await client.ok(
         "order.place",
         {"reseller_id": "bench", "space": "reseller", "edition": "starter", "billing": "monthly"},
@@ -44,11 +47,13 @@ async def one_sale(
         "proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "bench"}
     )
     email = f"customer{n}@bench.example"
-    started = time.perf_counter()
+    marks = [time.perf_counter()]
     await client.ok(
         "plan.bind", {"reseller_id": "bench", "order_id": order_id, "customer_email": email}
     )
+    marks.append(time.perf_counter())
     note = await client.wait_event("customer.notification", lambda b: b["order_id"] == order_id)
+    marks.append(time.perf_counter())
     registered = await http.post(
         f"{system.url('licensing')}/v1/appliances/register",
         json={
@@ -58,16 +63,26 @@ async def one_sale(
         },
     )
     secret = registered.json()["appliance_secret"]
+    marks.append(time.perf_counter())
     licence = await http.get(
         f"{system.url('licensing')}/v1/appliances/xoa-{n}/license",
         headers={"Authorization": f"Bearer {secret}"},
     )
-    elapsed = (time.perf_counter() - started) * 1000
+    marks.append(time.perf_counter())
     assert licence.json()["status"] == "active", licence.text
-    return elapsed
+    stages = [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
+    return {**dict(zip(STAGES, stages, strict=True)), "total": (marks[-1] - marks[0]) * 1000}
 
 
-async def measure(system: LaunchedSystem, sales: int) -> tuple[list[float], list[float]]:
+STAGES = (
+    "plan.bind reply (orders)",
+    "-> customer.notification (relay, licensing, relay)",
+    "-> appliance registered (HTTP)",
+    "-> licence fetched (HTTP)",
+)
+
+
+async def measure(system: LaunchedSystem, sales: int) -> tuple[list[dict[str, float]], list[float]]:
     async with (
         ContractClient(AMQP_URL, system.namespace) as client,
         httpx.AsyncClient(timeout=10) as http,
@@ -91,9 +106,12 @@ def main() -> None:
     ):
         samples, baseline = asyncio.run(measure(system, args.sales))
         asyncio.run(delete_namespace(AMQP_URL, system.namespace))
-    print(summary("plan.bind -> licence fetched", samples))
+    totals = [sample["total"] for sample in samples]
+    print(summary("plan.bind -> licence fetched", totals))
+    for stage in STAGES:
+        print(f"  {stage}: p50={statistics.median(s[stage] for s in samples):.2f} ms")
     print(summary("baseline raw aio-pika request/reply", baseline))
-    ratio = sorted(samples)[len(samples) // 2] / sorted(baseline)[len(baseline) // 2]
+    ratio = statistics.median(totals) / statistics.median(baseline)
     print(f"ratio (p50 sale / p50 raw round trip): {ratio:.1f}x")
 
 
