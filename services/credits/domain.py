@@ -76,7 +76,6 @@ class Reservation(BaseModel):
     reserved_at: AwareDatetime
     confirmed: bool = False  # the order line exists (its order.placed was seen)
     orphaned: bool = False  # released because its line had not appeared in time
-    wanted: int = 0  # what the line was priced with, to revive an orphan exactly
 
     @property
     def amount(self) -> int:
@@ -123,26 +122,18 @@ class CreditAccount(Aggregate):
         if space == "reseller" and first_sale_requested and self.first_sale_available:
             self.first_sale_order = order_id
             return self.reservation_result(order_id)
-        allocations: list[Allocation] = []
-        if use_credit and space == "reseller":
-            left = wanted.amount
-            for lot in sorted(
-                (lot for lot in self.lots if lot.usable_at(now)),
-                key=lambda lot: (lot.expires_at, lot.granted_at, lot.lot_id),
-            ):
-                if left == 0:
-                    break
-                take = min(left, lot.remaining)
-                lot.remaining -= take
-                left -= take
-                allocations.append(Allocation(lot_id=lot.lot_id, amount=take))
-                self._enter("reserve", lot.lot_id, take, now, order_id=order_id, cause=cause)
-        reservation = Reservation(
-            order_id=order_id,
-            allocations=allocations,
-            reserved_at=now,
-            wanted=sum(a.amount for a in allocations),
+        allocations = (
+            self._take(
+                wanted.amount,
+                [lot for lot in self.lots if lot.usable_at(now)],
+                order_id=order_id,
+                now=now,
+                cause=cause,
+            )
+            if use_credit and space == "reseller"
+            else []
         )
+        reservation = Reservation(order_id=order_id, allocations=allocations, reserved_at=now)
         self.reservations = [*self.reservations, reservation]
         if reservation.amount:
             self.record(
@@ -173,24 +164,36 @@ class CreditAccount(Aggregate):
         return shortfall
 
     def _revive(self, reservation: Reservation, now: datetime, *, cause: str) -> int:
-        """Reserve again what an orphaned reservation held, from any usable lot (C4 order)."""
+        """Reserve again what an orphaned reservation held (its allocations, kept by the
+        release), from any lot with credit left: it was made while valid (C6)."""
         reservation.orphaned = False
-        left = reservation.wanted
+        held = reservation.amount
+        reservation.allocations = self._take(
+            held,
+            [lot for lot in self.lots if lot.remaining > 0],
+            order_id=reservation.order_id,
+            now=now,
+            cause=cause,
+        )
+        reservation.status = "held"
+        return held - reservation.amount
+
+    def _take(
+        self, amount: int, lots: list[CreditLot], *, order_id: str, now: datetime, cause: str
+    ) -> list[Allocation]:
+        """Take up to ``amount`` from ``lots``, earliest expiry first (C4), one ledger
+        ``reserve`` entry per lot touched."""
         allocations: list[Allocation] = []
-        for lot in sorted(
-            (lot for lot in self.lots if lot.remaining > 0),
-            key=lambda lot: (lot.expires_at, lot.granted_at, lot.lot_id),
-        ):
+        left = amount
+        for lot in sorted(lots, key=lambda lot: (lot.expires_at, lot.granted_at, lot.lot_id)):
             take = min(left, lot.remaining)
             if take == 0:
                 break
             lot.remaining -= take
             left -= take
             allocations.append(Allocation(lot_id=lot.lot_id, amount=take))
-            self._enter("reserve", lot.lot_id, take, now, reservation.order_id, cause)
-        reservation.allocations = allocations
-        reservation.status = "held"
-        return left
+            self._enter("reserve", lot.lot_id, take, now, order_id=order_id, cause=cause)
+        return allocations
 
     # --- O2 / O8: release when the order is cancelled or expires ------------------
 
