@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	scripts/ensure-rabbitmq
-	$(PY) -m shared.run
+	$(PY) -m tools.launcher
 
 test: $(STAMP)
 	scripts/ensure-rabbitmq
@@ -30,8 +30,8 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest -ra tests/unit
 
 docs: $(STAMP)
-	$(PY) -m shared.asyncapi docs/asyncapi.json
-	$(PY) -m shared.openapi docs
+	$(PY) -m tools.asyncapi docs/asyncapi.json
+	$(PY) -m tools.openapi docs
 
 bench: $(STAMP)
 	scripts/ensure-rabbitmq

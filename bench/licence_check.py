@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench.common import percentile
-from tests.support.broker import delete_namespace
-from tests.support.contract_client import ContractClient
-from tests.support.processes import LaunchedSystem, launched_system
+from testkit.broker import delete_namespace
+from testkit.contract_client import ContractClient
+from testkit.processes import LaunchedSystem, launched_system
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

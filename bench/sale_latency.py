@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 
 from bench.common import raw_round_trips, summary
-from tests.support.broker import delete_namespace
-from tests.support.contract_client import ContractClient
-from tests.support.processes import LaunchedSystem, launched_system
+from testkit.broker import delete_namespace
+from testkit.contract_client import ContractClient
+from testkit.processes import LaunchedSystem, launched_system
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

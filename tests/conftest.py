@@ -15,10 +15,10 @@ from uuid import uuid4
 
 import pytest
 
-from shared.embedded_mongo import EmbeddedMongo
-from shared.settings import Settings
-from tests.support.broker import delete_namespace
+from shared.runtime.settings import Settings
+from testkit.broker import delete_namespace
 from tests.support.system import System, make_settings, running_system
+from tools.embedded_mongo import EmbeddedMongo
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 

@@ -1,4 +1,4 @@
 from services.credits.app import wire
-from shared.service import serve
+from shared.runtime.service import serve
 
 serve("credits", wire, title="xo-reseller credits")

@@ -10,8 +10,8 @@ from services.credits.domain import CreditAccount
 from services.credits.store import CreditStore
 from shared.contracts.credits import GetBalance, GetStatement, ReserveCredit
 from shared.contracts.orders import OrderCancelled, OrderExpired, OrderPlaced, ProofAccepted
-from shared.messaging import Route
-from shared.service import Runtime, Wiring
+from shared.runtime.messaging import Route
+from shared.runtime.service import Runtime, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:

@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel
 
-from shared.clock import add_months
+from shared.basics.clock import add_months
+from shared.basics.money import Money
 from shared.contracts.base import Space
 from shared.contracts.credits import (
     BalanceResult,
@@ -31,8 +32,7 @@ from shared.contracts.credits import (
     StatementResult,
 )
 from shared.contracts.orders import OrderPrice
-from shared.money import Money
-from shared.store import Aggregate
+from shared.runtime.store import Aggregate
 
 CREDIT_VALIDITY_MONTHS = 12  # C1: a lot is valid 12 months from its grant
 

@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 
 from services.credits.domain import CreditAccount
 from services.credits.store import CreditStore
-from shared import metrics
-from shared.clock import Clock
+from shared.basics.clock import Clock
 from shared.contracts.credits import (
     BalanceResult,
     GetBalance,
@@ -23,8 +22,9 @@ from shared.contracts.credits import (
     StatementResult,
 )
 from shared.contracts.orders import OrderCancelled, OrderExpired, OrderPlaced, ProofAccepted
-from shared.logging import get_logger
-from shared.messaging import Delivery
+from shared.runtime import metrics
+from shared.runtime.logging import get_logger
+from shared.runtime.messaging import Delivery
 
 log = get_logger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.credits.domain import CreditAccount
-from shared.store import DocumentStore
+from shared.runtime.store import DocumentStore
 
 
 class CreditStore:

@@ -1,4 +1,4 @@
 from services.licensing.app import wire
-from shared.service import serve
+from shared.runtime.service import serve
 
 serve("licensing", wire, title="xo-reseller licensing")

@@ -14,7 +14,7 @@ from services.licensing import handlers
 from services.licensing.domain import Customer, Policy
 from services.licensing.signing import LicenceSigner, generate_private_key_b64
 from services.licensing.store import LicensingStore
-from shared.catalogue import load_catalogue
+from shared.basics.catalogue import load_catalogue
 from shared.contracts.licensing import (
     ApplianceLicense,
     GetLicenseStatus,
@@ -26,10 +26,10 @@ from shared.contracts.licensing import (
     SuspendLicense,
 )
 from shared.contracts.orders import PlanBound, PlanSuperseded, PlanUpgraded
-from shared.messaging import Route
-from shared.secrets import env_or_generated
-from shared.service import Runtime, Wiring
-from shared.settings import Settings
+from shared.runtime.messaging import Route
+from shared.runtime.secrets import env_or_generated
+from shared.runtime.service import Runtime, Wiring
+from shared.runtime.settings import Settings
 
 
 def _error(description: str) -> dict[str, Any]:

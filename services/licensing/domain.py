@@ -24,7 +24,8 @@ from typing import Literal, TypedDict
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from shared.catalogue import FREE, Catalogue
+from shared.basics.catalogue import FREE, Catalogue
+from shared.basics.errors import ErrorCode, RateLimited, Refused
 from shared.contracts.licensing import (
     ApplianceMoved,
     ApplianceRegistered,
@@ -43,8 +44,7 @@ from shared.contracts.licensing import (
     PlanState,
 )
 from shared.contracts.orders import PlanBound, PlanSuperseded, PlanUpgraded
-from shared.errors import ErrorCode, RateLimited, Refused
-from shared.store import Aggregate
+from shared.runtime.store import Aggregate
 
 TOKENS_KEPT = 5
 MOVE_WINDOW = timedelta(days=30)  # L5: moves are counted over 30 days

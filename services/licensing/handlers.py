@@ -20,7 +20,9 @@ from services.licensing.domain import (
 )
 from services.licensing.signing import LicenceSigner
 from services.licensing.store import LicensingStore
-from shared.clock import Clock
+from shared.basics.clock import Clock
+from shared.basics.emails import normalise_email
+from shared.basics.errors import ErrorCode, RateLimited, Refused
 from shared.contracts.licensing import (
     ApplianceLicense,
     GetLicenseStatus,
@@ -34,10 +36,8 @@ from shared.contracts.licensing import (
     SuspensionResult,
 )
 from shared.contracts.orders import PlanBound, PlanSuperseded, PlanUpgraded
-from shared.emails import normalise_email
-from shared.errors import ErrorCode, RateLimited, Refused
-from shared.logging import get_logger
-from shared.messaging import Delivery
+from shared.runtime.logging import get_logger
+from shared.runtime.messaging import Delivery
 
 log = get_logger(__name__)
 CHECK_BATCH = 500

@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.licensing.domain import Customer, digest, window_index
-from shared.store import Document, DocumentStore
+from shared.runtime.store import Document, DocumentStore
 
 
 class AttemptCounters:

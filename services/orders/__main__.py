@@ -1,4 +1,4 @@
 from services.orders.app import wire
-from shared.service import serve
+from shared.runtime.service import serve
 
 serve("orders", wire, title="xo-reseller orders")

@@ -15,7 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.orders import handlers
 from services.orders.domain import OrderLine
 from services.orders.store import OrderStore
-from shared.catalogue import load_catalogue
+from shared.basics.catalogue import load_catalogue
+from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.orders import (
     BindPlan,
     CancelOrder,
@@ -27,10 +28,9 @@ from shared.contracts.orders import (
     ReviewProof,
     UpgradePlan,
 )
-from shared.errors import ErrorCode, Refused
-from shared.messaging import Route
-from shared.secrets import env_or_generated
-from shared.service import Runtime, Wiring
+from shared.runtime.messaging import Route
+from shared.runtime.secrets import env_or_generated
+from shared.runtime.service import Runtime, Wiring
 
 
 def proof_router(deps: handlers.OrdersDeps, api_token: str) -> APIRouter:

@@ -9,7 +9,9 @@ from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import AwareDatetime, BaseModel
 
-from shared.clock import add_months
+from shared.basics.clock import add_months
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money, round_half_up
 from shared.contracts.base import Billing, Space
 from shared.contracts.credits import ReservationResult
 from shared.contracts.orders import (
@@ -30,9 +32,7 @@ from shared.contracts.orders import (
     ProofView,
 )
 from shared.contracts.quotes import QuoteResult
-from shared.errors import ErrorCode, Refused
-from shared.money import Money, round_half_up
-from shared.store import Aggregate
+from shared.runtime.store import Aggregate
 
 # O3: proofs are checked by content, not by name.
 PROOF_SIGNATURES: tuple[tuple[bytes, str], ...] = (

@@ -21,8 +21,11 @@ from services.orders.domain import (
     sniff_proof,
 )
 from services.orders.store import OrderStore
-from shared.catalogue import Catalogue
-from shared.clock import Clock
+from shared.basics.catalogue import Catalogue
+from shared.basics.clock import Clock
+from shared.basics.emails import normalise_email
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money
 from shared.contracts.credits import ReservationResult, ReserveCredit
 from shared.contracts.orders import (
     BindPlan,
@@ -42,10 +45,7 @@ from shared.contracts.orders import (
     UpgradeResult,
 )
 from shared.contracts.quotes import QuoteResult, RedeemQuote
-from shared.emails import normalise_email
-from shared.errors import ErrorCode, Refused
-from shared.messaging import Bus, Delivery
-from shared.money import Money
+from shared.runtime.messaging import Bus, Delivery
 
 
 @dataclass(frozen=True)

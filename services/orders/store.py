@@ -10,7 +10,7 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.orders.domain import OrderLine
-from shared.store import Document, DocumentStore
+from shared.runtime.store import Document, DocumentStore
 
 
 class OrderStore:

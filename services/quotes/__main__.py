@@ -1,4 +1,4 @@
 from services.quotes.app import wire
-from shared.service import serve
+from shared.runtime.service import serve
 
 serve("quotes", wire, title="xo-reseller quotes")

@@ -8,10 +8,10 @@ from functools import partial
 from services.quotes import handlers
 from services.quotes.domain import Quote
 from services.quotes.store import QuoteStore
-from shared.catalogue import load_catalogue
+from shared.basics.catalogue import load_catalogue
 from shared.contracts.quotes import RedeemQuote, RequestQuote
-from shared.messaging import Route
-from shared.service import Runtime, Wiring
+from shared.runtime.messaging import Route
+from shared.runtime.service import Runtime, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:

@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime
 
-from shared.catalogue import Catalogue
+from shared.basics.catalogue import Catalogue
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money, share_of
 from shared.contracts.base import Billing, Space
 from shared.contracts.quotes import QuoteIssued, QuoteResult
-from shared.errors import ErrorCode, Refused
-from shared.money import Money, share_of
-from shared.store import Aggregate
+from shared.runtime.store import Aggregate
 
 
 @dataclass(frozen=True)

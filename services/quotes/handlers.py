@@ -8,14 +8,14 @@ from typing import NoReturn
 
 from services.quotes.domain import Quote, price, quote_number
 from services.quotes.store import QuoteStore
-from shared.catalogue import Catalogue
-from shared.clock import Clock
+from shared.basics.catalogue import Catalogue
+from shared.basics.clock import Clock
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money
 from shared.contracts.base import Billing, Space
 from shared.contracts.credits import BalanceResult, GetBalance
 from shared.contracts.quotes import QuoteResult, RedeemQuote, RequestQuote
-from shared.errors import ErrorCode, Refused
-from shared.messaging import Bus, Delivery
-from shared.money import Money
+from shared.runtime.messaging import Bus, Delivery
 
 
 @dataclass(frozen=True)

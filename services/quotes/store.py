@@ -6,7 +6,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.quotes.domain import Quote
-from shared.store import Document, DocumentStore
+from shared.runtime.store import Document, DocumentStore
 
 
 class QuoteStore:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.errors import ErrorCode
+from shared.basics.errors import ErrorCode
 
 Space = Literal["reseller", "personal"]
 Billing = Literal["monthly", "annual"]

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from shared.basics.money import Money
 from shared.contracts.base import Command, Event, Query, Space
-from shared.money import Money
 
 LotSource = Literal["first_sale", "upgrade_excess"]
 EntryKind = Literal["grant", "reserve", "release", "consume", "expire"]

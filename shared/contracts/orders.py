@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.basics.money import Money
 from shared.contracts.base import Billing, Command, Event, Query, Space
-from shared.money import Money
 
 OrderStatus = Literal[
     "awaiting_proof", "proof_submitted", "paid", "bound", "cancelled", "expired", "superseded"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.basics.money import Money
 from shared.contracts.base import Billing, Command, Event, Space
-from shared.money import Money
 
 
 class QuoteResult(BaseModel):

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.support.broker import delete_namespace
-from tests.support.contract_client import ContractClient
-from tests.support.processes import LaunchedSystem, launched_system
+from testkit.broker import delete_namespace
+from testkit.contract_client import ContractClient
+from testkit.processes import LaunchedSystem, launched_system
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.licensing.app import wire as wire_licensing
-from shared.service import Runtime, http_app
-from shared.settings import Settings
+from shared.runtime.service import Runtime, http_app
+from shared.runtime.settings import Settings
 from tests.support.flows import bound_order
 from tests.support.licensing import ApplianceClient, bind, events
 from tests.support.system import System, make_settings

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from shared import metrics
-from shared.clock import add_months
-from shared.settings import Settings
+from shared.basics.clock import add_months
+from shared.runtime import metrics
+from shared.runtime.settings import Settings
 from tests.support.flows import bound_order, paid_order, place, quote, upload
 from tests.support.system import System, running_system
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from shared.basics.money import Money
 from shared.contracts.orders import PlanSuperseded, PlanUpgraded
-from shared.money import Money
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.support.licensing import (
     ApplianceClient,
     bind,

@@ -9,14 +9,14 @@ import pytest
 
 from services.orders.domain import OrderLine
 from shared.contracts.quotes import RequestQuote
-from shared.messaging import Delivery, Route
-from shared.service import Runtime, Wiring
-from shared.settings import Settings
-from shared.store import OutboxEntry, OutboxRelay
-from shared.topology import DEAD_LETTERS_QUEUE
-from tests.support.broker import delete_queues, purge_queues
+from shared.runtime.messaging import Delivery, Route
+from shared.runtime.service import Runtime, Wiring
+from shared.runtime.settings import Settings
+from shared.runtime.store import OutboxEntry, OutboxRelay
+from shared.runtime.topology import DEAD_LETTERS_QUEUE
+from testkit.broker import delete_queues, purge_queues
+from testkit.contract_client import ContractClient
 from tests.support.builders import placed_line
-from tests.support.contract_client import ContractClient
 from tests.support.flows import quote
 from tests.support.system import System, running_system
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.settings import Settings
+from shared.runtime.settings import Settings
 from tests.support.flows import PDF, PNG, bound_order, paid_order, place, quote, upload
 from tests.support.system import System, running_system
 

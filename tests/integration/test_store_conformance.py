@@ -19,9 +19,9 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.clock import utc_ms
-from shared.errors import Conflict
-from shared.store import Aggregate, Document, DocumentStore, connect
+from shared.basics.clock import utc_ms
+from shared.basics.errors import Conflict
+from shared.runtime.store import Aggregate, Document, DocumentStore, connect
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from services.orders.domain import OrderLine
+from shared.basics.money import Money
 from shared.contracts.credits import ReservationResult
 from shared.contracts.quotes import QuoteResult
-from shared.money import Money
 
 
 def eur(amount: int) -> Money:

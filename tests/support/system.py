@@ -6,7 +6,8 @@ other's messages or documents; HTTP goes through the services' ASGI apps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,22 +17,15 @@ from uuid import uuid4
 import httpx
 from fastapi import FastAPI
 
-from services.credits.app import wire as wire_credits
-from services.licensing.app import wire as wire_licensing
-from services.orders.app import wire as wire_orders
-from services.quotes.app import wire as wire_quotes
-from shared.clock import FixedClock
-from shared.service import Runtime, http_app
-from shared.settings import Settings
-from shared.topology import DEAD_LETTERS_QUEUE
-from tests.support.broker import purge_queues
-from tests.support.contract_client import ContractClient
+from shared.runtime.service import Runtime, Wiring, http_app
+from shared.runtime.settings import SERVICES, Settings
+from shared.runtime.topology import DEAD_LETTERS_QUEUE
+from testkit.broker import purge_queues
+from testkit.contract_client import ContractClient
+from tests.support.clock import FixedClock
 
-WIRES = {
-    "quotes": wire_quotes,
-    "orders": wire_orders,
-    "credits": wire_credits,
-    "licensing": wire_licensing,
+WIRES: dict[str, Callable[[Runtime], Wiring]] = {
+    name: importlib.import_module(f"services.{name}.app").wire for name in SERVICES
 }
 API_TOKEN = "test-api-token"
 

@@ -9,11 +9,11 @@ from hypothesis import settings
 
 from services.orders.domain import OrderLine, Proof
 from services.quotes.domain import Quote, price
-from shared.catalogue import Catalogue, load_catalogue
+from shared.basics.catalogue import Catalogue, load_catalogue
+from shared.basics.money import Money
 from shared.contracts.base import Billing, Space
 from shared.contracts.credits import ReservationResult
 from shared.contracts.quotes import QuoteResult
-from shared.money import Money
 
 T0 = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 RESELLER = "r-42"

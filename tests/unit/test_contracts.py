@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from shared.basics.errors import ErrorCode
 from shared.contracts import REGISTRY, Command, Event, Query
 from shared.contracts.base import ErrorBody, Reply
 from shared.contracts.licensing import RegisterAppliance
@@ -20,7 +21,6 @@ from shared.contracts.orders import (
     ReviewProof,
 )
 from shared.contracts.quotes import RedeemQuote, RequestQuote
-from shared.errors import ErrorCode
 
 # Transcribed from /work/shared/CONTRACT.md (command, query and event tables).
 CONTRACT_COMMANDS = [

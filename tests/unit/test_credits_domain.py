@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.credits.domain import CreditAccount
-from shared.clock import add_months
+from shared.basics.clock import add_months
+from shared.basics.money import Money
 from shared.contracts.base import Space
 from shared.contracts.credits import CreditExpired, CreditGranted, CreditReserved
 from shared.contracts.orders import OrderPrice
-from shared.money import Money
 from tests.unit.builders import PURE
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -22,8 +22,10 @@ from services.licensing.domain import (
     source_key,
     window_index,
 )
-from shared.catalogue import load_catalogue
-from shared.clock import utc_ms
+from shared.basics.catalogue import load_catalogue
+from shared.basics.clock import utc_ms
+from shared.basics.errors import ErrorCode, RateLimited, Refused
+from shared.basics.money import Money
 from shared.contracts.base import Event
 from shared.contracts.licensing import (
     ApplianceMoved,
@@ -37,8 +39,6 @@ from shared.contracts.licensing import (
     LicenseUnlocked,
 )
 from shared.contracts.orders import PlanBound, PlanSuperseded, PlanUpgraded
-from shared.errors import ErrorCode, RateLimited, Refused
-from shared.money import Money
 from tests.unit.builders import PURE
 
 E = TypeVar("E", bound=Event)

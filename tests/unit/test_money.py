@@ -11,11 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.catalogue import FREE, Catalogue, Edition, load_catalogue
-from shared.clock import FixedClock, utc_ms
-from shared.emails import normalise_email
-from shared.errors import ErrorCode, Refused
-from shared.money import Money, round_half_up, share_of
+from shared.basics.catalogue import FREE, Catalogue, Edition, load_catalogue
+from shared.basics.clock import utc_ms
+from shared.basics.emails import normalise_email
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money, round_half_up, share_of
+from tests.support.clock import FixedClock
 from tests.unit.builders import PURE
 
 

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.orders.domain import OrderLine, order_id_for, period_end, sniff_proof
+from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.base import Billing
 from shared.contracts.orders import (
     OrderCancelled,
@@ -19,7 +20,6 @@ from shared.contracts.orders import (
     ProofRejected,
     ProofSubmitted,
 )
-from shared.errors import ErrorCode, Refused
 from tests.unit.builders import (
     JPEG,
     OTHER_RESELLER,

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from shared import asyncapi, openapi
-from shared.errors import ErrorCode
-from shared.settings import SERVICES
-from shared.topology import COMMANDS, EVENTS
+from shared.basics.errors import ErrorCode
+from shared.runtime.settings import SERVICES
+from shared.runtime.topology import COMMANDS, EVENTS
+from tools import asyncapi, openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -75,14 +75,14 @@ def asyncapi_doc() -> dict[str, Any]:
 def test_asyncapi_doc_is_up_to_date() -> None:
     path = DOCS / "asyncapi.json"
     problem = asyncapi.sync(path, asyncapi.render(asyncapi.build()), check=True)
-    assert problem is None, f"{problem}\nrun: python -m shared.asyncapi docs/asyncapi.json"
+    assert problem is None, f"{problem}\nrun: python -m tools.asyncapi docs/asyncapi.json"
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_openapi_doc_is_up_to_date(service: str) -> None:
     path = openapi.path_of(DOCS, service)
     problem = asyncapi.sync(path, asyncapi.render(openapi.build(service)), check=True)
-    assert problem is None, f"{problem}\nrun: python -m shared.openapi docs"
+    assert problem is None, f"{problem}\nrun: python -m tools.openapi docs"
 
 
 def test_every_contract_routing_key_is_a_channel(asyncapi_doc: dict[str, Any]) -> None:

@@ -8,11 +8,11 @@ from decimal import Decimal
 import pytest
 
 from services.quotes.domain import Pricing, price, quote_number
-from shared.catalogue import Catalogue, Edition
+from shared.basics.catalogue import Catalogue, Edition
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money
 from shared.contracts.base import Billing
 from shared.contracts.quotes import QuoteIssued
-from shared.errors import ErrorCode, Refused
-from shared.money import Money
 from tests.unit.builders import OTHER_RESELLER, RESELLER, T0, catalogue, eur, make_quote
 
 

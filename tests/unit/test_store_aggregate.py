@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.contracts.orders import OrderCancelled
-from shared.store import APPLIED_MESSAGES_KEPT, Aggregate
+from shared.runtime.store import APPLIED_MESSAGES_KEPT, Aggregate
 
 AT = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 

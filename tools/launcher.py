@@ -13,9 +13,9 @@ import sys
 import time
 from types import FrameType
 
-from shared.embedded_mongo import EmbeddedMongo
-from shared.logging import configure_logging, get_logger
-from shared.settings import SERVICES, Settings
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.settings import SERVICES, Settings
+from tools.embedded_mongo import EmbeddedMongo
 
 
 def main() -> int:

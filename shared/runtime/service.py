@@ -18,13 +18,13 @@ from fastapi import APIRouter, FastAPI
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 
-from shared.clock import Clock, SystemClock
-from shared.http import add_edge
-from shared.logging import configure_logging, get_logger
-from shared.messaging import Bus, Route
-from shared.settings import Settings
-from shared.store import Aggregate, DocumentStore, Inbox, OutboxRelay, connect, database
-from shared.topology import Topology
+from shared.basics.clock import Clock, SystemClock
+from shared.runtime.http import add_edge
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.messaging import Bus, Route
+from shared.runtime.settings import Settings
+from shared.runtime.store import Aggregate, DocumentStore, Inbox, OutboxRelay, connect, database
+from shared.runtime.topology import Topology
 
 A = TypeVar("A", bound=Aggregate)
 log = get_logger(__name__)

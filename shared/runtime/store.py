@@ -28,10 +28,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared import metrics
+from shared.basics.errors import Conflict
 from shared.contracts import REGISTRY, Event
-from shared.errors import Conflict
-from shared.logging import get_logger
+from shared.runtime import metrics
+from shared.runtime.logging import get_logger
 
 Document = dict[str, Any]
 log = get_logger(__name__)

@@ -28,14 +28,14 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
-from shared import metrics
-from shared.clock import Clock
+from shared.basics.clock import Clock
+from shared.basics.errors import ErrorCode, Refused
 from shared.contracts import REGISTRY, Command, ErrorBody, Event, Message, Query, Reply
 from shared.contracts.system import CommandRejected
-from shared.errors import ErrorCode, Refused
-from shared.logging import get_logger
-from shared.store import Inbox, OutboxEntry
-from shared.topology import Topology
+from shared.runtime import metrics
+from shared.runtime.logging import get_logger
+from shared.runtime.store import Inbox, OutboxEntry
+from shared.runtime.topology import Topology
 
 log = get_logger(__name__)
 JSON = "application/json"

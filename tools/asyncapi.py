@@ -4,8 +4,8 @@ Why generated: the pydantic models *are* the contract (CONTRACT.md); a hand-writ
 document would drift from them. ``--check`` lets the test suite catch a model changed
 without the published document (``docs/asyncapi.json``) being regenerated.
 
-    python -m shared.asyncapi docs/asyncapi.json          # write
-    python -m shared.asyncapi --check docs/asyncapi.json  # exit 1 if stale
+    python -m tools.asyncapi docs/asyncapi.json          # write
+    python -m tools.asyncapi --check docs/asyncapi.json  # exit 1 if stale
 
 Output is deterministic (sorted keys, no timestamps), so the committed file only
 changes when the contract does.
@@ -25,9 +25,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from shared.basics.errors import ErrorCode
 from shared.contracts import REGISTRY, Command, ErrorBody, Message, Query
-from shared.errors import ErrorCode
-from shared.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
+from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
 
 JSONObject = dict[str, Any]
 
@@ -37,7 +37,7 @@ SCHEMAS_REF = "#/components/schemas/"
 DEAD_LETTER_CHANNEL = "dead-letters"
 ERROR_REPLY_SCHEMA = "ErrorReply"
 
-# What ``shared.messaging.Bus.dead_letter`` adds to a dead letter, and why it is there.
+# What ``shared.runtime.messaging.Bus.dead_letter`` adds to a dead letter, and why it is there.
 DEAD_LETTER_HEADERS: dict[str, str] = {
     "x-death-reason": "Why the message was refused, e.g. which field was invalid.",
     "x-original-exchange": "The exchange the message was first published to.",
@@ -373,7 +373,7 @@ def render(document: Mapping[str, Any]) -> str:
 def sync(path: Path, text: str, *, check: bool) -> str | None:
     """Write ``text`` to ``path``; with ``check``, only say how ``path`` differs (None if not).
 
-    Shared with ``shared.openapi`` so both generators behave the same way.
+    Shared with ``tools.openapi`` so both generators behave the same way.
     """
     if not check:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ def sync(path: Path, text: str, *, check: bool) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.asyncapi", description="Write the AsyncAPI document of the messages."
+        prog="python -m tools.asyncapi", description="Write the AsyncAPI document of the messages."
     )
     parser.add_argument("--check", action="store_true", help="fail if PATH is not up to date")
     parser.add_argument("path", type=Path, metavar="PATH")
@@ -403,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = sync(args.path, render(build()), check=args.check)
     if problem is not None:
         print(problem, file=sys.stderr)
-        print(f"regenerate it with: python -m shared.asyncapi {args.path}", file=sys.stderr)
+        print(f"regenerate it with: python -m tools.asyncapi {args.path}", file=sys.stderr)
         return 1
     if not args.check:
         print(f"wrote {args.path}")

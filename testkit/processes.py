@@ -15,9 +15,8 @@ from uuid import uuid4
 
 import httpx
 
-from shared.embedded_mongo import free_port
-
-SERVICES = ("quotes", "orders", "credits", "licensing")
+from shared.runtime.settings import SERVICES
+from tools.embedded_mongo import free_port
 
 
 @dataclass
@@ -60,7 +59,7 @@ def launched_system(
     log = workdir / "system.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.run"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "tools.launcher"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     system = LaunchedSystem(namespace, ports, token, process, log)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
 
-from shared.errors import ErrorCode, Refused
+from shared.basics.errors import ErrorCode, Refused
 
 
 def normalise_email(raw: str) -> str:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
 
+from shared.basics.errors import ErrorCode, Refused
+from shared.basics.money import Money
 from shared.contracts.base import Billing
-from shared.errors import ErrorCode, Refused
-from shared.money import Money
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "catalogue.json"
 FREE = "free"

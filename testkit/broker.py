@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import aio_pika
 
 from shared.contracts import REGISTRY
-from shared.settings import SERVICES
-from shared.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
+from shared.runtime.settings import SERVICES
+from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
 
 
 async def _each_queue(amqp_url: str, names: Iterable[str], *, delete: bool) -> None:

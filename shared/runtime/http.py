@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import metrics
-from shared.errors import ErrorCode, RateLimited, Refused
+from shared.basics.errors import ErrorCode, RateLimited, Refused
+from shared.runtime import metrics
 
 STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_ORDER: 404,

@@ -7,7 +7,7 @@ back from MongoDB equals the value the domain decided with.
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -30,19 +30,6 @@ class SystemClock:
 
     def now(self) -> datetime:
         return utc_ms(datetime.now(UTC))
-
-
-class FixedClock:
-    """A clock tests move by hand, so that no test sleeps to see time pass."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = utc_ms(start)
-
-    def now(self) -> datetime:
-        return self._now
-
-    def advance(self, delta: timedelta) -> None:
-        self._now = utc_ms(self._now + delta)
 
 
 def add_months(start: datetime, months: int) -> datetime:

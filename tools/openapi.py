@@ -1,12 +1,12 @@
 """The OpenAPI documents of the four services' HTTP APIs, generated from their FastAPI apps.
 
 Why generated offline: CI and the docs check must not need RabbitMQ or MongoDB. Each
-app is built the way ``shared.service.http_app`` builds it (title, version, the shared
+app is built the way ``shared.runtime.service.http_app`` builds it (title, version, the shared
 edge, the service's router) but without a ``Runtime``: the routers only close over
 their dependencies, so placeholders that refuse every use are enough to describe them.
 
-    python -m shared.openapi docs          # write docs/openapi-<service>.json
-    python -m shared.openapi --check docs  # exit 1 if any is stale
+    python -m tools.openapi docs          # write docs/openapi-<service>.json
+    python -m tools.openapi --check docs  # exit 1 if any is stale
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from services.licensing.app import appliance_router
 from services.licensing.handlers import LicensingDeps
 from services.orders.app import proof_router
 from services.orders.handlers import OrdersDeps
-from shared.asyncapi import render, sync
-from shared.http import add_edge
-from shared.settings import SERVICES
+from shared.runtime.http import add_edge
+from shared.runtime.settings import SERVICES
+from tools.asyncapi import render, sync
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ def build_app(service: str) -> FastAPI:
     app = FastAPI(title=f"xo-reseller {service}", version="1")
     add_edge(app, service=service, ready=_never_ready)
     if service not in ROUTERS:
-        raise KeyError(f"{service}: say in shared.openapi.ROUTERS which router it serves")
+        raise KeyError(f"{service}: say in tools.openapi.ROUTERS which router it serves")
     router = ROUTERS[service]()
     if router is not None:
         app.include_router(router)
@@ -80,7 +80,7 @@ def path_of(directory: Path, service: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shared.openapi", description="Write the OpenAPI document of each service."
+        prog="python -m tools.openapi", description="Write the OpenAPI document of each service."
     )
     parser.add_argument("--check", action="store_true", help="fail if a document is not up to date")
     parser.add_argument("directory", type=Path, metavar="DIR")
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif not args.check:
             print(f"wrote {path}")
     if failed:
-        print(f"regenerate them with: python -m shared.openapi {args.directory}", file=sys.stderr)
+        print(f"regenerate them with: python -m tools.openapi {args.directory}", file=sys.stderr)
         return 1
     return 0
 
