@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,13 +41,13 @@ def round_half_up(value: Fraction | Decimal) -> int:
     """THE rounding rule of xo-reseller (M3): half up to the cent (ties away from zero).
 
     Every computed amount (discount, pro-rata credit note) goes through here, from an
-    exact ``Fraction`` or ``Decimal``, never from a float. Fractions are rounded with
-    integer arithmetic: no decimal context can truncate them first.
+    exact ``Fraction`` or ``Decimal``, never from a float. Both are rounded with integer
+    arithmetic on their exact value: no decimal context (its precision, its rounding,
+    its traps) can change or refuse the result.
     """
-    if isinstance(value, Decimal):
-        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    magnitude = (2 * abs(value.numerator) + value.denominator) // (2 * value.denominator)
-    return magnitude if value >= 0 else -magnitude
+    exact = Fraction(value)  # exact for every finite Decimal
+    magnitude = (2 * abs(exact.numerator) + exact.denominator) // (2 * exact.denominator)
+    return magnitude if exact >= 0 else -magnitude
 
 
 def share_of(money: Money, rate: Fraction) -> Money:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, Inexact, localcontext
 from fractions import Fraction
 
 import pytest
@@ -12,18 +12,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.basics.catalogue import FREE, Catalogue, Edition, load_catalogue
-from shared.basics.clock import utc_ms
+from shared.basics.clock import SystemClock, add_months, utc_ms
 from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, Refused
 from shared.basics.money import Money, round_half_up, share_of
+from shared.contracts.base import Billing
 from tests.support.clock import FixedClock
 from tests.unit.builders import PURE
-
-
-def exact_half_up(numerator: int, denominator: int) -> int:
-    """floor(n/d + 1/2) in integers only: the reference for non-negative values."""
-    return (2 * numerator + denominator) // (2 * denominator)
-
 
 # --- M2: money is exact --------------------------------------------------------------
 
@@ -81,69 +76,221 @@ def test_m2_money_is_frozen() -> None:
 
 
 # --- M3: the rounding rule -----------------------------------------------------------
+#
+# Checked three independent ways, none of them the formula in ``round_half_up``:
+# worked values computed by hand, the ``decimal`` module's own ROUND_HALF_UP on the
+# exact decimal value of the fraction, and long division (is the remainder at least
+# half the divisor?).
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (Fraction(5, 2), 3),
-        (Fraction(7, 2), 4),
-        (Fraction(1, 2), 1),
-        (Fraction(49, 100), 0),
-        (Fraction(51, 100), 1),
-        (Fraction(0), 0),
-        (Fraction(98049, 100), 980),
-        (Fraction(98050, 100), 981),
-        (Decimal("980.5"), 981),
-        (Decimal("980.4999"), 980),
-        (Decimal("2.5"), 3),
-    ],
-)
-def test_m3_rounding_is_half_up(value: Fraction | Decimal, expected: int) -> None:
+def by_long_division(value: Fraction) -> int:
+    """Half up, ties away from zero: the whole part, plus one when the remainder is at
+    least half the divisor; the sign put back afterwards."""
+    whole, remainder = divmod(abs(value.numerator), value.denominator)
+    if 2 * remainder >= value.denominator:
+        whole += 1
+    return whole if value.numerator >= 0 else -whole
+
+
+def decimal_places(value: Fraction) -> int | None:
+    """How many decimal places write ``value`` exactly; None when no finite number does
+    (its denominator has a prime factor other than 2 and 5)."""
+    rest, twos, fives = value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    return max(twos, fives) if rest == 1 else None
+
+
+def by_decimal_module(value: Fraction) -> int:
+    """``decimal``'s own ROUND_HALF_UP on the exact decimal form of ``value``."""
+    places = decimal_places(value)
+    assert places is not None, f"{value} has no finite decimal form"
+    digits = value.numerator * 10**places // value.denominator  # a whole division
+    assert Fraction(digits, 10**places) == value
+    exact = Decimal(f"{digits}E-{places}")  # from a string: exact, whatever the context
+    with localcontext() as context:
+        context.prec = len(str(abs(digits))) + 2  # room for the rounded result
+        return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+# Worked by hand: value, rounded half up to the unit (ties away from zero).
+WORKED = [
+    (Fraction(0), 0),
+    (Fraction(1, 2), 1),
+    (Fraction(3, 2), 2),
+    (Fraction(5, 2), 3),
+    (Fraction(7, 2), 4),
+    (Fraction(49, 100), 0),
+    (Fraction(51, 100), 1),
+    (Fraction(1, 3), 0),
+    (Fraction(2, 3), 1),
+    (Fraction(5, 3), 2),
+    (Fraction(999, 1000), 1),
+    (Fraction(98049, 100), 980),
+    (Fraction(98050, 100), 981),
+    (Fraction(196, 5), 39),  # 39.2
+    (Fraction(-1, 2), -1),
+    (Fraction(-3, 2), -2),
+    (Fraction(-5, 2), -3),
+    (Fraction(-49, 100), 0),
+    (Fraction(-51, 100), -1),
+    (Fraction(-2, 3), -1),
+    (Fraction(-1, 3), 0),
+    (Fraction(-98050, 100), -981),
+    (Decimal("980.5"), 981),
+    (Decimal("980.4999"), 980),
+    (Decimal("2.5"), 3),
+    (Decimal("-2.5"), -3),
+    (Decimal("-0.5"), -1),
+    (Decimal("-0.4999"), 0),
+    (Decimal("1E+2"), 100),
+    (Decimal("0.49999999999999999999999999999999999999"), 0),
+    (Decimal("0.50000000000000000000000000000000000000"), 1),
+]
+
+
+@pytest.mark.parametrize(("value", "expected"), WORKED, ids=str)
+def test_m3_rounding_is_half_up_worked_values(value: Fraction | Decimal, expected: int) -> None:
     assert round_half_up(value) == expected
 
 
+@pytest.mark.parametrize(("value", "expected"), WORKED, ids=str)
+def test_m3_the_oracles_agree_with_the_worked_values(
+    value: Fraction | Decimal, expected: int
+) -> None:
+    """The oracles below are only as good as this: each gives every hand-worked value."""
+    exact = Fraction(value)
+    assert by_long_division(exact) == expected
+    if decimal_places(exact) is not None:
+        assert by_decimal_module(exact) == expected
+
+
+def finite_decimal_fractions() -> st.SearchStrategy[Fraction]:
+    """Fractions with a finite decimal form: any integer over 2**a * 5**b, ties included."""
+    return st.builds(
+        lambda numerator, twos, fives: Fraction(numerator, 2**twos * 5**fives),
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.integers(min_value=0, max_value=60),
+        st.integers(min_value=0, max_value=40),
+    )
+
+
 @PURE
-@given(
-    numerator=st.integers(min_value=0, max_value=10**15),
-    denominator=st.integers(min_value=1, max_value=10**9),
-)
-def test_m3_round_half_up_matches_exact_integer_formula(numerator: int, denominator: int) -> None:
-    assert round_half_up(Fraction(numerator, denominator)) == exact_half_up(numerator, denominator)
+@given(value=finite_decimal_fractions())
+def test_m3_round_half_up_matches_decimal_round_half_up(value: Fraction) -> None:
+    assert round_half_up(value) == by_decimal_module(value)
 
 
 @PURE
 @given(
-    amount=st.integers(min_value=0, max_value=10**9),
-    rate=st.fractions(min_value=0, max_value=1, max_denominator=10**6),
+    numerator=st.integers(min_value=-(10**18), max_value=10**18),
+    denominator=st.integers(min_value=1, max_value=10**12),
 )
-def test_m3_share_of_matches_exact_integer_formula(amount: int, rate: Fraction) -> None:
-    share = share_of(Money(amount=amount, currency="EUR"), rate)
-    assert share.amount == exact_half_up(amount * rate.numerator, rate.denominator)
-    assert share.currency == "EUR"
+def test_m3_round_half_up_matches_long_division(numerator: int, denominator: int) -> None:
+    value = Fraction(numerator, denominator)
+    assert round_half_up(value) == by_long_division(value)
+
+
+@PURE
+@given(whole=st.integers(min_value=-(10**20), max_value=10**20))
+def test_m3_an_exact_half_goes_away_from_zero(whole: int) -> None:
+    tie = whole + Fraction(1, 2)  # whole .5: the next integer up, or down when negative
+    assert round_half_up(tie) == (whole + 1 if tie > 0 else whole)
+    assert round_half_up(Decimal(whole) + Decimal("0.5")) == round_half_up(tie)
+
+
+@PURE
+@given(
+    value=st.decimals(
+        min_value=Decimal("-1E+40"),
+        max_value=Decimal("1E+40"),
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
+def test_m3_decimals_round_like_the_same_fraction(value: Decimal) -> None:
+    assert round_half_up(value) == by_long_division(Fraction(value))
+
+
+def test_m3_rounding_a_decimal_does_not_depend_on_the_decimal_context() -> None:
+    with localcontext() as narrow:
+        narrow.prec = 3
+        narrow.rounding = ROUND_DOWN
+        assert round_half_up(Decimal("123456.5")) == 123457
+        assert round_half_up(Decimal("2.5")) == 3
+    assert round_half_up(Decimal("1E+30")) == 10**30
 
 
 def test_m3_round_half_up_is_exact_for_fractions_with_many_digits() -> None:
     just_below_half = Fraction(12345 * 10**26 + 5 * 10**25 - 1, 10**26)
     assert round_half_up(just_below_half) == 12345
+    assert round_half_up(just_below_half + Fraction(1, 10**26)) == 12346
+    assert round_half_up(-just_below_half) == -12345
 
 
-def test_m3_share_of_twenty_percent_of_each_default_price() -> None:
-    rate = load_catalogue().discount_rate
-    assert [share_of(Money(amount=a), rate).amount for a in (4900, 49900, 19900, 199900)] == [
-        980,
-        9980,
-        3980,
-        39980,
-    ]
-    assert share_of(Money(amount=39900), rate).amount == 7980
-    assert share_of(Money(amount=399900), rate).amount == 79980
+# M3: 20 % of each price of the default catalogue, worked by hand.
+DEFAULT_DISCOUNTS = [
+    ("starter", "monthly", 4900, 980),
+    ("starter", "annual", 49900, 9980),
+    ("enterprise", "monthly", 19900, 3980),
+    ("enterprise", "annual", 199900, 39980),
+    ("premium", "monthly", 39900, 7980),
+    ("premium", "annual", 399900, 79980),
+]
 
 
-def test_m3_share_of_rounds_fractional_cents_half_up() -> None:
-    assert share_of(Money(amount=4903), Fraction(1, 5)).amount == 981  # 980.6
-    assert share_of(Money(amount=4902), Fraction(1, 5)).amount == 980  # 980.4
-    assert share_of(Money(amount=4905), Fraction(1, 10)).amount == 491  # 490.5, not 490
+@pytest.mark.parametrize(("edition", "billing", "price", "discount"), DEFAULT_DISCOUNTS)
+def test_m3_reseller_discount_on_each_default_price(
+    edition: str, billing: Billing, price: int, discount: int
+) -> None:
+    catalogue = load_catalogue()
+    assert catalogue.price(edition, billing) == Money(amount=price, currency="EUR")
+    assert share_of(catalogue.price(edition, billing), catalogue.discount_rate) == Money(
+        amount=discount, currency="EUR"
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "rate", "expected"),
+    [
+        (4903, Fraction(1, 5), 981),  # 980.6
+        (4902, Fraction(1, 5), 980),  # 980.4
+        (4905, Fraction(1, 10), 491),  # 490.5: half up, not to even (490)
+        (4915, Fraction(1, 10), 492),  # 491.5
+        (1, Fraction(1, 2), 1),  # 0.5
+        (3, Fraction(1, 6), 1),  # 0.5
+        (1, Fraction(1, 3), 0),  # 0.33...
+        (2, Fraction(1, 3), 1),  # 0.66...
+        (0, Fraction(1, 5), 0),
+        (4900, Fraction(0), 0),
+    ],
+)
+def test_m3_share_of_rounds_fractional_cents_half_up(
+    amount: int, rate: Fraction, expected: int
+) -> None:
+    assert share_of(Money(amount=amount, currency="USD"), rate) == Money(
+        amount=expected, currency="USD"
+    )
+
+
+@PURE
+@given(
+    amount=st.integers(min_value=0, max_value=10**12),
+    discount=st.decimals(min_value=0, max_value=Decimal("0.999999"), places=6),
+)
+def test_m3_share_of_a_configured_discount_matches_decimal_arithmetic(
+    amount: int, discount: Decimal
+) -> None:
+    """As configured (a decimal rate in the catalogue), computed as ``decimal`` would."""
+    rate = Catalogue(currency="EUR", reseller_discount=discount, editions=[]).discount_rate
+    with localcontext() as context:
+        context.prec = 40  # 13 + 6 digits at most: the product is exact
+        context.traps[Inexact] = True
+        product = Decimal(amount) * discount
+    expected = product.quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    assert share_of(Money(amount=amount), rate).amount == int(expected)
 
 
 # --- M1 / M3: the shipped catalogue ----------------------------------------------------
@@ -178,13 +325,6 @@ def test_m1_editions_are_ranked_free_starter_enterprise_premium() -> None:
     catalogue = load_catalogue()
     ranked = sorted(catalogue.editions, key=lambda e: e.rank)
     assert [e.name for e in ranked] == ["free", "starter", "enterprise", "premium"]
-
-
-def test_m1_highest_edition_wins_and_none_means_free() -> None:
-    catalogue = load_catalogue()
-    assert catalogue.highest(["starter", "premium", "enterprise"]) == "premium"
-    assert catalogue.highest(["starter", "enterprise"]) == "enterprise"
-    assert catalogue.highest([]) == FREE
 
 
 def test_m1_unknown_edition_is_refused() -> None:
@@ -229,15 +369,42 @@ def test_m1_catalogue_is_configuration_a_custom_price_is_used() -> None:
 # --- Clock: aware UTC, milliseconds ----------------------------------------------------
 
 
-def test_clock_fixed_clock_truncates_to_milliseconds() -> None:
-    clock = FixedClock(datetime(2026, 1, 2, 3, 4, 5, 678_999, tzinfo=UTC))
-    assert clock.now() == datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+def test_clock_utc_ms_truncates_to_milliseconds_never_rounds_up() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678_999, tzinfo=UTC)
+    assert utc_ms(moment) == datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 
 
-def test_clock_fixed_clock_advances_by_hand() -> None:
+def test_clock_system_clock_reads_aware_utc_milliseconds() -> None:
+    before = datetime.now(UTC)
+    now = SystemClock().now()
+    assert now.tzinfo is UTC
+    assert now.microsecond % 1000 == 0
+    assert before - timedelta(milliseconds=1) <= now <= datetime.now(UTC)
+
+
+def test_clock_fixed_clock_advances_by_hand_in_milliseconds() -> None:
     clock = FixedClock(datetime(2026, 1, 31, 23, 59, tzinfo=UTC))
     clock.advance(timedelta(minutes=2, microseconds=1500))
     assert clock.now() == datetime(2026, 2, 1, 0, 1, 0, 1000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "expected"),
+    [
+        (datetime(2026, 3, 10, 9, 30, tzinfo=UTC), 1, datetime(2026, 4, 10, 9, 30, tzinfo=UTC)),
+        (datetime(2026, 3, 10, 9, 30, tzinfo=UTC), 12, datetime(2027, 3, 10, 9, 30, tzinfo=UTC)),
+        (datetime(2026, 1, 31, tzinfo=UTC), 1, datetime(2026, 2, 28, tzinfo=UTC)),
+        (datetime(2028, 1, 31, tzinfo=UTC), 1, datetime(2028, 2, 29, tzinfo=UTC)),
+        (datetime(2026, 3, 31, tzinfo=UTC), 1, datetime(2026, 4, 30, tzinfo=UTC)),
+        (datetime(2026, 11, 15, tzinfo=UTC), 2, datetime(2027, 1, 15, tzinfo=UTC)),
+        (datetime(2028, 2, 29, tzinfo=UTC), 12, datetime(2029, 2, 28, tzinfo=UTC)),
+        (datetime(2026, 12, 31, tzinfo=UTC), 14, datetime(2028, 2, 29, tzinfo=UTC)),
+    ],
+)
+def test_o6_c1_add_months_clamps_to_the_last_day_of_the_month(
+    start: datetime, months: int, expected: datetime
+) -> None:
+    assert add_months(start, months) == expected
 
 
 def test_clock_naive_datetime_is_refused() -> None:

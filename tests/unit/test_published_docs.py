@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from faststream.rabbit.annotations import RabbitMessage
 
-from shared.basics.errors import ErrorCode
+from shared.runtime.messaging import Bus
 from shared.runtime.settings import SERVICES
-from shared.runtime.topology import COMMANDS, EVENTS
+from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, EVENTS, Topology
+from tests.support.clock import FixedClock
+from tests.unit.team_contract import read_contract, routing_keys
 from tools import asyncapi, openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-# CI lays the team folder beside the checkout: <checkout>/../shared/CONTRACT.md.
-CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
-ROUTING_KEY = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)`")
 
 REQUIRED_HTTP = {
     "orders": [("post", "/v1/orders/{order_id}/proofs")],
@@ -37,34 +39,6 @@ REQUIRED_HTTP = {
 def _load(path: Path) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return document
-
-
-def _section(markdown: str, heading: str) -> list[str]:
-    """The lines under the ``## <heading>...`` title, up to the next ``## `` title."""
-    lines = markdown.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(f"## {heading}")), None)
-    assert start is not None, f"CONTRACT.md has no '## {heading}' section: did its layout change?"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return lines[start + 1 : end]
-
-
-def contract_routing_keys(markdown: str) -> dict[str, set[str]]:
-    """Routing keys CONTRACT.md names: first table column (commands, queries), events paragraph."""
-    table_keys: set[str] = set()
-    for line in _section(markdown, "Commands"):
-        if line.startswith("|"):
-            first_cell = line.strip("|").split("|")[0]
-            table_keys.update(ROUTING_KEY.findall(first_cell))
-    events_lines = _section(markdown, "Events")
-    while events_lines and not events_lines[0].strip():
-        events_lines = events_lines[1:]
-    paragraph = []
-    for line in events_lines:
-        if not line.strip():
-            break
-        paragraph.append(line)
-    event_keys = set(ROUTING_KEY.findall("\n".join(paragraph)))
-    return {"commands": table_keys, "events": event_keys}
 
 
 @pytest.fixture(scope="module")
@@ -86,38 +60,113 @@ def test_openapi_doc_is_up_to_date(service: str) -> None:
 
 
 def test_every_contract_routing_key_is_a_channel(asyncapi_doc: dict[str, Any]) -> None:
-    if not CONTRACT.is_file():
-        pytest.skip(f"team contract not found at {CONTRACT} (CI lays it at ../shared)")
-    keys = contract_routing_keys(CONTRACT.read_text(encoding="utf-8"))
-    # Guard against a layout change making this test vacuous.
-    assert len(keys["commands"]) >= 10, f"parsed too few commands/queries: {keys['commands']}"
-    assert len(keys["events"]) >= 20, f"parsed too few events: {keys['events']}"
+    keys = routing_keys(read_contract())
     channels = asyncapi_doc["channels"]
     by_address = {c["address"]: c for c in channels.values() if c.get("address")}
-    expected_exchange = {"commands": COMMANDS, "events": EVENTS}
-    for kind, names in keys.items():
+    expected_exchange = {
+        "commands": (keys.commands, COMMANDS),
+        "queries": (keys.queries, COMMANDS),
+        "events": (keys.events, EVENTS),
+    }
+    for kind, (names, exchange_of_kind) in expected_exchange.items():
         missing = sorted(names - by_address.keys())
         assert not missing, f"CONTRACT.md {kind} missing from docs/asyncapi.json: {missing}"
         for name in names:
             exchange = by_address[name]["bindings"]["amqp"]["exchange"]["name"]
-            assert exchange == expected_exchange[kind], f"{name} is on {exchange}"
+            assert exchange == exchange_of_kind, f"{name} is on {exchange}"
 
 
-def test_commands_document_their_reply_and_every_error_code(
-    asyncapi_doc: dict[str, Any],
-) -> None:
-    schemas = asyncapi_doc["components"]["schemas"]
-    assert set(schemas["ErrorCode"]["enum"]) == {str(code) for code in ErrorCode}
+def _resolve(doc: dict[str, Any], ref: str) -> dict[str, Any]:
+    node: dict[str, Any] = doc
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def test_every_reply_documents_the_error_and_its_codes(asyncapi_doc: dict[str, Any]) -> None:
+    """A caller reading any reply finds ``ok: false`` with an ``ErrorBody`` whose ``code``
+    lists the error codes, and the ``ok: true`` shape with its result."""
     receives = {k: op for k, op in asyncapi_doc["operations"].items() if op["action"] == "receive"}
-    assert receives
-    for name, operation in receives.items():
-        assert "reply" in operation, f"{name} documents no reply"
+    replies = {k: op for k, op in receives.items() if "reply" in op}
+    assert replies, "no operation documents a reply"
+    codes = asyncapi_doc["components"]["schemas"]["ErrorCode"]["enum"]
+    assert "invalid_message" in codes  # the runtime's own refusal of a malformed message
+    for name, operation in replies.items():
+        for ref in operation["reply"]["messages"]:
+            message = _resolve(asyncapi_doc, _resolve(asyncapi_doc, ref["$ref"])["$ref"])
+            shapes = _resolve(asyncapi_doc, message["payload"]["$ref"])["oneOf"]
+            refused = [_resolve(asyncapi_doc, s["$ref"]) for s in shapes if "$ref" in s]
+            accepted = [s for s in shapes if "$ref" not in s]
+            assert len(refused) == 1 and len(accepted) == 1, f"{name}: {shapes}"
+            error = _resolve(asyncapi_doc, refused[0]["properties"]["error"]["$ref"])
+            assert error["properties"]["code"] == {"$ref": "#/components/schemas/ErrorCode"}
+            assert accepted[0]["properties"]["ok"]["const"] is True, name
+            assert "result" in accepted[0]["required"], name
 
 
-def test_dead_letters_are_documented(asyncapi_doc: dict[str, Any]) -> None:
-    description = asyncapi_doc["info"]["description"]
-    for name in ["reseller.dlx", *asyncapi.DEAD_LETTER_HEADERS]:
-        assert name in description
+def test_commands_each_document_a_reply(asyncapi_doc: dict[str, Any]) -> None:
+    """CONTRACT.md: every command may be sent with ``reply_to``."""
+    keys = routing_keys(read_contract())
+    replied = {
+        _resolve(asyncapi_doc, op["channel"]["$ref"])["address"]
+        for op in asyncapi_doc["operations"].values()
+        if op["action"] == "receive" and "reply" in op
+    }
+    missing = sorted((keys.commands | keys.queries) - replied)
+    assert not missing, f"documented without a reply: {missing}"
+
+
+def test_dead_letters_go_where_the_contract_says(asyncapi_doc: dict[str, Any]) -> None:
+    """CONTRACT.md names the dead-letter exchange; the code and the document use it."""
+    match = re.search(r"Dead letters go to `([^`]+)`", read_contract())
+    assert match, "CONTRACT.md no longer names the dead-letter exchange"
+    assert match.group(1) == DEAD_LETTERS_EXCHANGE
+    assert f"`{match.group(1)}`" in asyncapi_doc["info"]["description"]
+
+
+async def test_dead_letter_headers_documented_are_the_ones_set() -> None:
+    """The headers the document lists are exactly those ``Bus.dead_letter`` adds.
+
+    ``dead_letter`` runs on a stand-in for the bus (only what it reads), so that this
+    test follows the method, not the bus's constructor."""
+    published: list[dict[str, Any]] = []
+
+    class Broker:
+        async def publish(self, body: bytes, **kwargs: Any) -> None:
+            published.append(kwargs)
+
+    class Message:
+        raw_message = SimpleNamespace(
+            routing_key="order.place",
+            headers={"kept": "yes"},
+            exchange="reseller.commands",
+            body=b"{}",
+            message_id="m-1",
+            correlation_id=None,
+            content_type="application/json",
+            user_id="storefront",
+        )
+        acked = False
+
+        async def ack(self) -> None:
+            self.acked = True
+
+    bus = SimpleNamespace(
+        broker=Broker(),
+        topology=Topology(),
+        service="orders",
+        identity=SimpleNamespace(user_id="orders"),
+        clock=FixedClock(datetime(2026, 3, 10, tzinfo=UTC)),
+    )
+    message = Message()
+    await Bus.dead_letter(
+        cast(Bus, bus), cast(RabbitMessage, message), "invalid message: body: not JSON"
+    )
+    assert message.acked
+    [sent] = published
+    assert sent["exchange"].name == DEAD_LETTERS_EXCHANGE
+    assert sent["headers"]["kept"] == "yes"
+    assert set(sent["headers"]) - {"kept"} == set(asyncapi.DEAD_LETTER_HEADERS)
 
 
 def test_message_examples_are_valid_messages(asyncapi_doc: dict[str, Any]) -> None:
