@@ -1,6 +1,6 @@
 """O1, O2, O7 at the handler level: what ``place_order`` and ``upgrade_plan`` ask of quotes
 and credits, in which order, and what they store, with the store and the bus in memory
-(tests/support/fakes.py). The real-broker tests (tests/integration/test_orders.py...)
+(tests/support/fakes.py). The real-broker tests (tests/integration/test_sale.py...)
 show the same rules across the services; these show one handler's orchestration.
 """
 
