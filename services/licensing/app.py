@@ -1,26 +1,19 @@
 """Licensing's wiring: plan events, operations commands and queries, the appliance HTTP
-API, and the periodic jobs (expiry checks, purge of attempt counters)."""
+routes (``http.py``), and the periodic jobs (expiry checks, purge of attempt counters)."""
 
-# No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
+from __future__ import annotations
 
 from datetime import timedelta
 from functools import partial
-from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from services.licensing import handlers
-from services.licensing.domain import Customer, Policy
+from services.licensing import handlers, http
+from services.licensing.domain.customer import Customer, unknown_customer
+from services.licensing.domain.policy import Policy
 from services.licensing.signing import LicenceSigner, generate_private_key_b64
 from services.licensing.store import LicensingStore
 from shared.basics.catalogue import load_catalogue
 from shared.contracts.licensing import (
-    ApplianceLicense,
     GetLicenseStatus,
-    PublicKeys,
-    RegisterAppliance,
-    Registration,
     ReinstateLicense,
     ReissueRegistrationToken,
     SuspendLicense,
@@ -30,51 +23,6 @@ from shared.runtime.messaging import Route
 from shared.runtime.secrets import env_or_generated
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description}
-
-
-REGISTER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _error("invalid_registration: wrong email, wrong token or unknown email (one answer)"),
-    403: _error("license_suspended: the customer's licence is suspended"),
-    409: _error("plan_in_use (send move=true) or no_active_plan"),
-    429: _error("too_many_attempts or move_limit_reached; see the Retry-After header"),
-}
-
-
-def appliance_router(deps: handlers.LicensingDeps) -> APIRouter:
-    router = APIRouter(prefix="/v1")
-    bearer = HTTPBearer(auto_error=False)
-
-    @router.post(
-        "/appliances/register",
-        summary="Register an appliance with the customer's email",
-        responses=REGISTER_RESPONSES,
-    )
-    async def register(body: RegisterAppliance, request: Request) -> Registration:
-        # The TCP peer, or the client a trusted proxy names (FORWARDED_ALLOW_IPS).
-        source = request.client.host if request.client else "unknown"
-        return await handlers.register_appliance(body, source=source, deps=deps)
-
-    @router.get(
-        "/appliances/{appliance_id}/license",
-        summary="Which edition this appliance may unlock",
-        responses={401: _error("invalid_appliance_credentials")},
-    )
-    async def licence(
-        appliance_id: str,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> ApplianceLicense:
-        secret = credentials.credentials if credentials else ""
-        return await handlers.appliance_license(appliance_id, secret, deps=deps)
-
-    @router.get("/public-key", summary="The Ed25519 keys that verify licences offline")
-    async def public_key() -> PublicKeys:
-        return deps.signer.public_keys()
-
-    return router
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -94,7 +42,8 @@ def wire(runtime: Runtime) -> Wiring:
         settings.data_dir / "license-signing-key",
         generate_private_key_b64,
     )
-    store = LicensingStore(runtime.store("customers", Customer), runtime.db)
+    customers = runtime.store("customers", Customer, unknown=unknown_customer)
+    store = LicensingStore(customers, runtime.db)
     deps = handlers.LicensingDeps(
         store=store,
         signer=LicenceSigner.from_base64(private_key, settings.license_previous_public_keys),
@@ -111,15 +60,16 @@ def wire(runtime: Runtime) -> Wiring:
             Route(PlanBound, partial(handlers.on_plan_bound, deps=deps)),
             Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps)),
             Route(PlanSuperseded, partial(handlers.on_plan_superseded, deps=deps)),
-            Route(SuspendLicense, partial(handlers.suspend_license, deps=deps)),
-            Route(ReinstateLicense, partial(handlers.reinstate_license, deps=deps)),
+            Route(SuspendLicense, partial(handlers.suspend_licence, deps=deps)),
+            Route(ReinstateLicense, partial(handlers.reinstate_licence, deps=deps)),
             Route(
                 ReissueRegistrationToken, partial(handlers.reissue_registration_token, deps=deps)
             ),
-            Route(GetLicenseStatus, partial(handlers.license_status, deps=deps)),
+            Route(GetLicenseStatus, partial(handlers.licence_status, deps=deps)),
         ],
-        http=appliance_router(deps),
+        http=http.router(deps),
         setup=store.create_indexes,
+        outboxes=[customers],
         # One pass each, every JOB_INTERVAL_SECONDS; tests call a pass with their clock.
         periodic={
             "licence_checks": partial(handlers.check_licences, deps=deps),

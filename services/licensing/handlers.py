@@ -10,14 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from services.licensing.domain import (
-    Customer,
-    Policy,
-    invalid_registration,
-    retry_after,
-    source_key,
-    unknown_customer,
-)
+from services.licensing.domain.customer import Customer
+from services.licensing.domain.entitlement import Entitlement
+from services.licensing.domain.policy import Policy
+from services.licensing.domain.rate_limits import retry_after, source_key
+from services.licensing.domain.registration import invalid_registration
+from services.licensing.domain.views import licence_claims, status_view
 from services.licensing.signing import LicenceSigner
 from services.licensing.store import LicensingStore
 from shared.basics.clock import Clock
@@ -47,17 +45,9 @@ def bad_credentials() -> NoReturn:
     raise Refused(ErrorCode.INVALID_APPLIANCE_CREDENTIALS, "unknown appliance or wrong secret")
 
 
-def refuse_registration() -> NoReturn:
+def refuse_registration(_email: str) -> NoReturn:
+    """No customer to register with: the one answer of L2, never ``unknown_customer``."""
     raise invalid_registration()
-
-
-def no_customer(email: str) -> Callable[[], Customer]:
-    """Operations act on known customers only: ``unknown_customer`` otherwise."""
-
-    def missing() -> Customer:
-        raise unknown_customer(email)
-
-    return missing
 
 
 @dataclass(frozen=True)
@@ -83,11 +73,10 @@ class LicensingDeps:
 
 async def _change_customer(
     raw_email: str, decide: Callable[[Customer], None], delivery: Delivery, deps: LicensingDeps
-) -> Customer:
+) -> None:
     """Apply an order event to the customer it names, creating the customer if new."""
-    email = normalise_email(raw_email)
-    return await deps.store.customers.mutate(
-        email, decide, message_id=delivery.message_id, missing=lambda: Customer(id=email)
+    await deps.store.customers.mutate(
+        normalise_email(raw_email), decide, message_id=delivery.message_id, create=Customer.new
     )
 
 
@@ -127,13 +116,13 @@ async def on_plan_superseded(
 # --- operations (L2, L8) ----------------------------------------------------------------
 
 
-async def license_status(
+async def licence_status(
     query: GetLicenseStatus, _: Delivery, *, deps: LicensingDeps
 ) -> LicenseStatusResult:
     """``license.status`` for operations: edition, status, plans, appliances, support."""
     email = normalise_email(query.customer_email)
-    customer = await deps.store.customers.get(email) or Customer(id=email)
-    return customer.status_view(deps.clock.now(), deps.policy)
+    customer = await deps.store.customers.get(email) or Customer.new(email)
+    return status_view(customer, deps.clock.now(), deps.policy)
 
 
 async def _set_suspended(
@@ -148,24 +137,22 @@ async def _set_suspended(
         else:
             customer.reinstate(reason=reason, now=now)
 
-    customer = await deps.store.customers.mutate(
-        email, decide, message_id=delivery.message_id, missing=no_customer(email)
-    )
-    event = "license_suspended" if suspended else "license_reinstated"
+    saved = await deps.store.customers.mutate(email, decide, message_id=delivery.message_id)
+    event = "license_suspended" if suspended else "license_reinstated"  # as the events say
     log.info(event, customer_email=email, reason=reason)
     return SuspensionResult(
-        customer_email=email, status=customer.entitlement(now, deps.policy).status
+        customer_email=email, status=saved.aggregate.entitlement(now, deps.policy).status
     )
 
 
-async def suspend_license(
+async def suspend_licence(
     command: SuspendLicense, delivery: Delivery, *, deps: LicensingDeps
 ) -> SuspensionResult:
     """``license.suspend`` (L8): every appliance of the customer falls to ``free``."""
     return await _set_suspended(command.customer_email, command.reason, True, delivery, deps)
 
 
-async def reinstate_license(
+async def reinstate_licence(
     command: ReinstateLicense, delivery: Delivery, *, deps: LicensingDeps
 ) -> SuspensionResult:
     """``license.reinstate`` (L8): the plans' editions are back."""
@@ -180,16 +167,14 @@ async def reissue_registration_token(
     email = normalise_email(command.customer_email)
     now = deps.clock.now()
     token = secrets.token_urlsafe(24)  # 192 bits
-    revoked: list[int] = []
-    await deps.store.customers.mutate(
+    saved = await deps.store.customers.mutate(
         email,
-        lambda c: revoked.append(c.reissue_token(token=token, now=now, policy=deps.policy)),
+        lambda c: c.reissue_token(token=token, now=now, policy=deps.policy),
         message_id=delivery.message_id,
-        missing=no_customer(email),
     )
     log.info("registration_token_reissued", customer_email=email, reason=command.reason)
     return RegistrationReissueResult(
-        customer_email=email, issued_at=now, tokens_revoked=revoked[-1] if revoked else 0
+        customer_email=email, issued_at=now, tokens_revoked=saved.decision or 0
     )
 
 
@@ -237,51 +222,59 @@ async def register_appliance(
         email = "invalid@invalid.invalid"
     await _limit_attempts(source, email, deps=deps)
     known = await deps.store.tokens_of(email)
-    probe = known or Customer(id=email)
+    probe = known or Customer.new(email)
     if not probe.token_matches(request.registration_token) or known is None:
-        refuse_registration()
+        refuse_registration(email)
     random_part = secrets.token_urlsafe(32)  # 256 bits
-    issued: list[str] = []
 
-    def register(c: Customer) -> None:
-        issued.append(c.appliance_secret(random_part))  # the key of the customer saved
-        c.register(
+    def register(customer: Customer) -> None:
+        customer.register(
             appliance_id=request.appliance_id,
-            secret=issued[-1],
+            secret=customer.appliance_secret(random_part),
             move=request.move,
             now=deps.clock.now(),
             policy=deps.policy,
         )
 
-    customer = await deps.store.customers.mutate(
-        email, register, message_id=None, missing=refuse_registration
+    saved = await deps.store.customers.mutate(
+        email, register, message_id=None, create=refuse_registration
     )
-    secret = issued[-1]
-    now = deps.clock.now()
-    entitlement = customer.appliance_entitlement(request.appliance_id, now, deps.policy)
-    claims = customer.licence_claims(request.appliance_id, entitlement, now, deps.policy)
+    customer = saved.aggregate  # its key, as saved, prefixes the secret
     log.info("appliance_registered", appliance_id=request.appliance_id, move=request.move)
-    return Registration(appliance_secret=secret, license=deps.signer.sign(claims))
+    return Registration(
+        appliance_secret=customer.appliance_secret(random_part),
+        license=_signed_licence(customer, request.appliance_id, deps)[1],
+    )
 
 
-async def appliance_license(
+async def appliance_licence(
     appliance_id: str, secret: str, *, deps: LicensingDeps
 ) -> ApplianceLicense:
     """``GET /v1/appliances/{id}/license`` (L4): status, reason, edition, signed licence."""
     customer = await deps.store.customer_for_secret(secret)
     if customer is None or not customer.secret_matches(appliance_id, secret):
         bad_credentials()
-    now = deps.clock.now()
-    entitlement = customer.appliance_entitlement(appliance_id, now, deps.policy)
-    claims = customer.licence_claims(appliance_id, entitlement, now, deps.policy)
+    entitlement, licence = _signed_licence(customer, appliance_id, deps)
     return ApplianceLicense(
         status=entitlement.status,
         reason=entitlement.reason,
         edition=entitlement.edition,
         valid_until=entitlement.valid_until,
         support=entitlement.support,
-        license=deps.signer.sign(claims),
+        license=licence,
     )
+
+
+def _signed_licence(
+    customer: Customer, appliance_id: str, deps: LicensingDeps
+) -> tuple[Entitlement, str]:
+    """What the appliance may unlock now, and the licence that says so, signed (L3)."""
+    now = deps.clock.now()
+    entitlement = customer.appliance_entitlement(appliance_id, now, deps.policy)
+    claims = licence_claims(
+        customer, appliance_id, entitlement, now, deps.policy, key_id=deps.signer.key_id
+    )
+    return entitlement, deps.signer.sign(claims)
 
 
 # --- periodic jobs (L6, L2) ---------------------------------------------------------------
@@ -303,10 +296,7 @@ async def check_licences(now: datetime, *, deps: LicensingDeps) -> int:
             checked.add(email)
             try:
                 await deps.store.customers.mutate(
-                    email,
-                    lambda c: c.check(now, deps.policy),
-                    message_id=None,
-                    missing=no_customer(email),
+                    email, lambda c: c.check(now, deps.policy), message_id=None
                 )
             except Exception:  # one customer's failure must not stop the others'
                 log.exception("licence_check_failed", customer_email=email)

@@ -19,7 +19,9 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.licensing.domain import Customer, digest, window_index
+from services.licensing.domain.customer import Customer
+from services.licensing.domain.rate_limits import window_index
+from services.licensing.domain.registration import digest
 from shared.runtime.store import Document, DocumentStore
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 from shared.contracts.base import Command, Event, Query
 
@@ -217,9 +219,57 @@ class RegisterAppliance(BaseModel):
     move: bool = False
 
 
+class LicenceClaims(BaseModel):
+    """What a signed licence says (L3): the JSON object in the ``<payload>`` of ``license``.
+
+    Check the signature first, with the key ``key_id`` names (``GET /v1/public-key``); then
+    an appliance may trust these claims, offline, until ``valid_until``."""
+
+    customer_email: str
+    appliance_id: str
+    edition: str = Field(description="The edition the appliance may unlock (free if none).")
+    status: LicenseStatus
+    reason: LicenseReason
+    support: bool = Field(description="Support access (L7): only while the status is active.")
+    order_id: str | None = Field(description="The plan it runs on; none when it runs on none.")
+    period_end: AwareDatetime | None = Field(
+        description="When that plan ends (when an upgrade ended it, if one did)."
+    )
+    grace_until: AwareDatetime | None = Field(
+        description="When the plan's edition is lost after its end (none if superseded)."
+    )
+    valid_until: AwareDatetime | None = Field(
+        description="Trust it until then, at most: the earlier of the plan's end plus grace "
+        "and the offline validity; none when nothing is unlocked."
+    )
+    issued_at: AwareDatetime
+    key_id: str = Field(description="The key that signed it, as ``GET /v1/public-key`` lists it.")
+
+
+class _SignedClaims:
+    """The JSON schema of a signed licence: a string whose payload is a ``LicenceClaims``,
+    named as a component of the OpenAPI document and referenced by ``contentSchema``."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        claims = LicenceClaims.__pydantic_core_schema__
+        reference = core_schema.definition_reference_schema(claims["ref"])  # type: ignore[typeddict-item]
+        return {
+            **handler(schema),
+            "description": "``<payload>.<signature>`` (L3): ``payload`` is the unpadded "
+            "base64url of the JSON ``LicenceClaims``; ``signature`` the unpadded base64url "
+            "Ed25519 signature of the ASCII bytes of ``payload``.",
+            "contentSchema": handler(core_schema.definitions_schema(reference, [claims])),
+        }
+
+
+SignedLicence = Annotated[str, _SignedClaims()]
+
+
 class Registration(BaseModel):
     appliance_secret: str
-    license: str
+    license: SignedLicence
 
 
 class ApplianceLicense(BaseModel):
@@ -230,7 +280,7 @@ class ApplianceLicense(BaseModel):
     edition: str
     valid_until: AwareDatetime | None
     support: bool
-    license: str | None
+    license: SignedLicence | None
 
 
 class PublicKeyEntry(BaseModel):

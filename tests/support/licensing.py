@@ -1,23 +1,27 @@
-"""The licensing side of a test: plan events published as orders publishes them, and an
-appliance that talks to the licensing HTTP API from a chosen client address."""
+"""The licensing side of a test: plan events published as orders publishes them, an
+appliance that talks to the licensing HTTP API from a chosen client address, and the one
+offline licence verifier of the tests (``verify_offline``: what an appliance does)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import aio_pika
 import httpx
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.contracts import Event
+from shared.contracts.licensing import LicenceClaims
 from shared.contracts.orders import PlanBound
-from tests.support.system import System
+
+if TYPE_CHECKING:  # the verifier alone needs no running system (e2e imports it)
+    from tests.support.system import System
 
 
 async def publish(system: System, event: Event, *, message_id: str | None = None) -> str:
@@ -97,18 +101,22 @@ async def run_checks(system: System) -> int:
     return checked
 
 
-def _b64url(text: str) -> bytes:
+def b64url_decode(text: str) -> bytes:
+    """Unpadded base64url, as the licence's two parts are written."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def verify_offline(licence: str, public_key_b64: str) -> dict[str, Any]:
-    """What an appliance does, with nothing but the published key (no product code)."""
-    payload, signature = licence.split(".")
-    Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64)).verify(
-        _b64url(signature), payload.encode("ascii")
-    )
-    claims: dict[str, Any] = json.loads(_b64url(payload))
-    return claims
+def verify_offline(licence: str, public_key_b64: str) -> LicenceClaims:
+    """What an appliance does, with nothing but the published key and the contract (no
+    product code): check the Ed25519 signature of ``<payload>.<signature>``, then read
+    the payload. ``ValueError`` if the licence is malformed or does not verify."""
+    try:
+        payload, signature = licence.split(".")
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
+        key.verify(b64url_decode(signature), payload.encode("ascii"))
+    except (ValueError, InvalidSignature) as exc:
+        raise ValueError("licence signature does not verify") from exc
+    return LicenceClaims.model_validate_json(b64url_decode(payload))
 
 
 @dataclass
@@ -143,7 +151,8 @@ class ApplianceClient:
         return response
 
     async def check(self) -> dict[str, Any]:
-        """``GET /v1/appliances/{id}/license``, its licence verified with the published key."""
+        """``GET /v1/appliances/{id}/license``, its licence verified with the published key:
+        the answer's JSON, with ``claims`` the verified ``LicenceClaims``."""
         async with self.http() as http:
             response = await http.get(
                 f"/v1/appliances/{self.appliance_id}/license",

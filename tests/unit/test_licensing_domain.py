@@ -1,9 +1,8 @@
 """L1-L8: the customer's entitlement, registration, appliances, moves, expiry and suspension
-(services/licensing/domain.py)."""
+(services/licensing/domain/)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from collections.abc import Callable
@@ -14,14 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.licensing.domain import (
-    TOKENS_KEPT,
-    Customer,
-    Policy,
-    retry_after,
-    source_key,
-    window_index,
-)
+from services.licensing.domain.customer import Customer
+from services.licensing.domain.policy import Policy
+from services.licensing.domain.rate_limits import retry_after, source_key, window_index
+from services.licensing.domain.registration import TOKENS_KEPT
+from services.licensing.domain.views import licence_claims, status_view
 from shared.basics.catalogue import load_catalogue
 from shared.basics.clock import utc_ms
 from shared.basics.errors import ErrorCode, RateLimited, Refused
@@ -216,7 +212,7 @@ def test_l6_without_grace_the_plan_expires_at_its_end() -> None:
     assert (at_end.status, at_end.reason, at_end.edition) == ("expired", "plan_ended", "free")
 
 
-def test_l4_suspended_license_unlocks_free_only() -> None:
+def test_l4_suspended_licence_unlocks_free_only() -> None:
     customer = one_plan()
     customer.suspended = True
     entitlement = customer.entitlement(JAN_10, POLICY)
@@ -253,7 +249,7 @@ def test_l7_support_only_while_active() -> None:
 def test_l7_status_view_reports_support_and_no_secret() -> None:
     customer = one_plan("starter")
     customer.register(appliance_id="xoa-1", secret="s1", move=False, now=JAN_10, policy=POLICY)
-    view = customer.status_view(JAN_10, POLICY)
+    view = status_view(customer, JAN_10, POLICY)
     assert view.customer_email == EMAIL
     assert (view.edition, view.status, view.support) == ("starter", "active", True)
     assert [(p.order_id, p.appliance_id) for p in view.plans] == [("ol_a", "xoa-1")]
@@ -391,15 +387,16 @@ def test_l5_one_plan_never_unlocks_two_appliances_after_a_renewal() -> None:
         ("ol_feb", "starter", utc(2026, 2, 1), utc(2026, 3, 1)),
     )
     customer.register(appliance_id="xoa-1", secret="s1", move=False, now=JAN_10, policy=POLICY)
-    feb_10 = utc(2026, 2, 10)
-    with contextlib.suppress(Refused):  # refusing the second appliance is acceptable too
+    feb_10 = utc(2026, 2, 10)  # January's plan and its grace are over: one plan is active
+    with pytest.raises(Refused) as refused:
         customer.register(appliance_id="xoa-2", secret="s2", move=False, now=feb_10, policy=POLICY)
-    active = [
-        appliance_id
-        for appliance_id in ("xoa-1", "xoa-2")
-        if customer.appliance_entitlement(appliance_id, feb_10, POLICY).status == "active"
-    ]
-    assert len(active) == 1
+    assert refused.value.code == ErrorCode.PLAN_IN_USE
+    # The renewal reached the appliance that ran on January's plan, without re-registering.
+    assert {a: p.order_id for a, p in customer.allocation(feb_10, POLICY).items()} == {
+        "xoa-1": "ol_feb"
+    }
+    assert customer.appliance_entitlement("xoa-1", feb_10, POLICY).status == "active"
+    assert customer.appliance_entitlement("xoa-2", feb_10, POLICY).status == "not_registered"
 
 
 # --- Appliance secrets ------------------------------------------------------------------
@@ -775,30 +772,32 @@ def test_l3_licence_valid_until_never_passes_plan_end_plus_grace_nor_the_offline
     customer.register(appliance_id="xoa-1", secret="s", move=False, now=JAN_10, policy=policy)
     now = utc_ms(utc(2026, 1, 1) + offset)
     entitlement = customer.appliance_entitlement("xoa-1", now, policy)
-    claims = customer.licence_claims("xoa-1", entitlement, now, policy)
+    claims = licence_claims(customer, "xoa-1", entitlement, now, policy, key_id="k_test")
     if entitlement.edition == "free":
-        assert claims["valid_until"] is None
+        assert claims.valid_until is None
         return
-    valid_until = datetime.fromisoformat(str(claims["valid_until"]))
-    assert valid_until <= utc(2026, 2, 1) + timedelta(days=grace_days)
-    assert valid_until <= now + timedelta(days=offline_days)
-    assert valid_until > now
-    assert claims["status"] == entitlement.status
+    assert claims.valid_until is not None
+    assert claims.valid_until <= utc(2026, 2, 1) + timedelta(days=grace_days)
+    assert claims.valid_until <= now + timedelta(days=offline_days)
+    assert claims.valid_until > now
+    assert claims.status == entitlement.status
 
 
 def test_l3_a_licence_issued_in_grace_says_so() -> None:
     customer = registered(one_plan(), "xoa-1")
     now = utc(2026, 2, 3)
     entitlement = customer.appliance_entitlement("xoa-1", now, POLICY)
-    claims = customer.licence_claims("xoa-1", entitlement, now, POLICY)
-    assert (claims["status"], claims["reason"], claims["edition"]) == (
-        "grace",
-        "grace_period",
-        "enterprise",
+    claims = licence_claims(customer, "xoa-1", entitlement, now, POLICY, key_id="k_test")
+    assert (claims.status, claims.reason, claims.edition) == ("grace", "grace_period", "enterprise")
+    assert claims.grace_until == claims.valid_until == utc(2026, 2, 8)
+    assert claims.period_end == utc(2026, 2, 1)
+    assert claims.support is False
+    assert (claims.customer_email, claims.appliance_id, claims.order_id) == (
+        EMAIL,
+        "xoa-1",
+        "ol_a",
     )
-    assert claims["grace_until"] == claims["valid_until"] == utc(2026, 2, 8).isoformat()
-    assert claims["period_end"] == utc(2026, 2, 1).isoformat()
-    assert claims["support"] is False
+    assert (claims.issued_at, claims.key_id) == (now, "k_test")
 
 
 # --- L2: token re-issue and the attempt limits ---------------------------------------------
@@ -967,7 +966,7 @@ def test_l8_suspension_turns_every_appliance_to_free_and_reinstatement_restores_
             "free",
             False,
         )
-    view = customer.status_view(JAN_10, POLICY)
+    view = status_view(customer, JAN_10, POLICY)
     assert (view.status, view.suspension_reason) == ("suspended", "chargeback")
     customer.reinstate(reason="paid", now=JAN_10)
     e = customer.appliance_entitlement("xoa-1", JAN_10, POLICY)

@@ -1,4 +1,7 @@
-"""L3: signed licences, verifiable offline with a published Ed25519 key (signing.py)."""
+"""L3: signed licences, verifiable offline with a published Ed25519 key (signing.py).
+
+The licences are checked with the tests' offline verifier, which knows only the contract
+(``tests.support.licensing.verify_offline``), never with product code."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import base64
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,22 +18,33 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from services.licensing.signing import (
     LicenceSigner,
     b64url,
-    b64url_decode,
     generate_private_key_b64,
     key_id_of,
     raw_public,
-    verify,
 )
+from shared.contracts.licensing import LicenceClaims
+from tests.support.licensing import b64url_decode, verify_offline
 
 CURRENT_KEY = base64.b64encode(bytes(range(32))).decode()
 PREVIOUS_KEY = base64.b64encode(bytes(range(100, 132))).decode()
-CLAIMS: dict[str, Any] = {
-    "customer_email": "jane@customer.example.com",
-    "appliance_id": "xoa-1",
-    "edition": "enterprise",
-    "valid_until": "2026-04-12T08:00:00+00:00",
-    "issued_at": "2026-03-12T08:00:00+00:00",
-}
+
+
+def claims_for(key: LicenceSigner) -> LicenceClaims:
+    """Claims for an appliance on an active plan, naming the key that signs them."""
+    return LicenceClaims(
+        customer_email="jane@customer.example.com",
+        appliance_id="xoa-1",
+        edition="enterprise",
+        status="active",
+        reason="plan_active",
+        support=True,
+        order_id="ol_a",
+        period_end=datetime(2026, 5, 1, tzinfo=UTC),
+        grace_until=datetime(2026, 5, 8, tzinfo=UTC),
+        valid_until=datetime(2026, 4, 12, 8, tzinfo=UTC),
+        issued_at=datetime(2026, 3, 12, 8, tzinfo=UTC),
+        key_id=key.key_id,
+    )
 
 
 def previous_public_b64() -> str:
@@ -51,58 +66,95 @@ def payload_of(licence: str) -> dict[str, Any]:
 
 
 def test_l3_signed_licence_verifies_with_the_published_key() -> None:
-    licence = signer().sign(CLAIMS)
-    claims = verify(licence, published_key())
-    assert claims == {**CLAIMS, "key_id": signer().key_id}
+    licence = signer().sign(claims_for(signer()))
+    assert verify_offline(licence, published_key()) == claims_for(signer())
+
+
+def test_l3_signer_refuses_claims_that_name_another_key() -> None:
+    other = LicenceSigner.from_base64(PREVIOUS_KEY)
+    with pytest.raises(ValueError, match="signed with key"):
+        signer().sign(claims_for(other))
 
 
 def test_l3_licence_is_payload_dot_signature_unpadded_base64url() -> None:
-    licence = signer().sign(CLAIMS)
+    licence = signer().sign(claims_for(signer()))
     assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", licence)
     _, signature = licence.split(".")
     assert len(b64url_decode(signature)) == 64
 
 
 def test_l3_payload_is_json_with_the_contract_fields_and_key_id() -> None:
-    payload = payload_of(signer().sign(CLAIMS))
-    assert payload["customer_email"] == "jane@customer.example.com"
-    assert payload["appliance_id"] == "xoa-1"
-    assert payload["edition"] == "enterprise"
-    assert payload["valid_until"] == "2026-04-12T08:00:00+00:00"
-    assert payload["issued_at"] == "2026-03-12T08:00:00+00:00"
-    assert payload["key_id"] == signer().key_id
+    licence = signer().sign(claims_for(signer()))
+    payload = payload_of(licence)
+    assert payload == {
+        "customer_email": "jane@customer.example.com",
+        "appliance_id": "xoa-1",
+        "edition": "enterprise",
+        "status": "active",
+        "reason": "plan_active",
+        "support": True,
+        "order_id": "ol_a",
+        "period_end": "2026-05-01T00:00:00+00:00",
+        "grace_until": "2026-05-08T00:00:00+00:00",
+        "valid_until": "2026-04-12T08:00:00+00:00",
+        "issued_at": "2026-03-12T08:00:00+00:00",
+        "key_id": signer().key_id,
+    }
+    assert set(payload) == set(LicenceClaims.model_fields)
+    # Canonical: compact, keys sorted, so one set of claims has one payload.
+    body = b64url_decode(licence.split(".")[0]).decode()
+    assert body == json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+def test_l3_absent_values_are_null_in_the_payload() -> None:
+    free = claims_for(signer()).model_copy(
+        update={
+            "edition": "free",
+            "status": "expired",
+            "reason": "no_plan",
+            "support": False,
+            "order_id": None,
+            "period_end": None,
+            "grace_until": None,
+            "valid_until": None,
+        }
+    )
+    payload = payload_of(signer().sign(free))
+    assert [payload[k] for k in ("order_id", "period_end", "grace_until", "valid_until")] == [
+        None
+    ] * 4
 
 
 def test_l3_tampered_payload_fails_verify() -> None:
-    licence = signer().sign(CLAIMS)
+    licence = signer().sign(claims_for(signer()))
     payload, signature = licence.split(".")
     middle = len(payload) // 2
     swapped = "A" if payload[middle] != "A" else "B"
     tampered = payload[:middle] + swapped + payload[middle + 1 :]
     with pytest.raises(ValueError, match="does not verify"):
-        verify(f"{tampered}.{signature}", published_key())
+        verify_offline(f"{tampered}.{signature}", published_key())
 
 
 def test_l3_forged_edition_fails_verify() -> None:
-    licence = signer().sign(CLAIMS)
+    licence = signer().sign(claims_for(signer()))
     _, signature = licence.split(".")
     forged = {**payload_of(licence), "edition": "premium"}
     body = json.dumps(forged, separators=(",", ":"), sort_keys=True).encode()
     with pytest.raises(ValueError, match="does not verify"):
-        verify(f"{b64url(body)}.{signature}", published_key())
+        verify_offline(f"{b64url(body)}.{signature}", published_key())
 
 
 def test_l3_signature_from_another_key_fails_verify() -> None:
     other = LicenceSigner.from_base64(PREVIOUS_KEY)
-    licence = other.sign(CLAIMS)
+    licence = other.sign(claims_for(other))
     with pytest.raises(ValueError, match="does not verify"):
-        verify(licence, published_key())
+        verify_offline(licence, published_key())
 
 
 @pytest.mark.parametrize("licence", ["", "no-dot", "a.b.c", "!!!.???"])
 def test_l3_malformed_licence_fails_verify(licence: str) -> None:
     with pytest.raises(ValueError, match="does not verify"):
-        verify(licence, published_key())
+        verify_offline(licence, published_key())
 
 
 def test_l3_key_id_is_a_digest_of_the_public_key() -> None:
@@ -127,10 +179,11 @@ def test_l3_public_keys_list_the_current_and_previous_keys() -> None:
 
 
 def test_l3_licence_signed_before_rotation_verifies_with_a_listed_previous_key() -> None:
-    old_licence = LicenceSigner.from_base64(PREVIOUS_KEY).sign(CLAIMS)
+    previous = LicenceSigner.from_base64(PREVIOUS_KEY)
+    old_licence = previous.sign(claims_for(previous))
     listed = {k.key_id: k.public_key for k in signer().public_keys().keys}
     key_id = payload_of(old_licence)["key_id"]
-    assert verify(old_licence, listed[key_id])["edition"] == "enterprise"
+    assert verify_offline(old_licence, listed[key_id]).edition == "enterprise"
 
 
 def test_l3_signing_key_must_be_32_raw_bytes() -> None:
@@ -142,8 +195,8 @@ def test_l3_generated_key_is_a_usable_32_byte_key() -> None:
     generated = generate_private_key_b64()
     assert len(base64.b64decode(generated)) == 32
     fresh = LicenceSigner.from_base64(generated)
-    licence = fresh.sign(CLAIMS)
-    assert verify(licence, fresh.public_keys().public_key)["appliance_id"] == "xoa-1"
+    licence = fresh.sign(claims_for(fresh))
+    assert verify_offline(licence, fresh.public_keys().public_key).appliance_id == "xoa-1"
 
 
 def test_l3_b64url_is_unpadded_and_round_trips() -> None:

@@ -1,0 +1,65 @@
+"""Licensing's HTTP routes: the appliance API (L2-L5) and the keys that verify licences.
+
+No ``from __future__ import annotations``: FastAPI reads these signatures at runtime, and
+the OpenAPI generator resolves ``router``'s ``deps`` annotation to build a placeholder.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.licensing import handlers
+from services.licensing.handlers import LicensingDeps
+from shared.contracts.licensing import (
+    ApplianceLicense,
+    PublicKeys,
+    RegisterAppliance,
+    Registration,
+)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description}
+
+
+REGISTER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("invalid_registration: wrong email, wrong token or unknown email (one answer)"),
+    403: _error("license_suspended: the customer's licence is suspended"),
+    409: _error("plan_in_use (send move=true) or no_active_plan"),
+    429: _error("too_many_attempts or move_limit_reached; see the Retry-After header"),
+}
+
+
+def router(deps: LicensingDeps) -> APIRouter:
+    """``/v1``: register an appliance, check its licence, read the public keys."""
+    routes = APIRouter(prefix="/v1")
+    bearer = HTTPBearer(auto_error=False)
+
+    @routes.post(
+        "/appliances/register",
+        summary="Register an appliance with the customer's email",
+        responses=REGISTER_RESPONSES,
+    )
+    async def register(body: RegisterAppliance, request: Request) -> Registration:
+        # The TCP peer, or the client a trusted proxy names (FORWARDED_ALLOW_IPS).
+        source = request.client.host if request.client else "unknown"
+        return await handlers.register_appliance(body, source=source, deps=deps)
+
+    @routes.get(
+        "/appliances/{appliance_id}/license",
+        summary="Which edition this appliance may unlock",
+        responses={401: _error("invalid_appliance_credentials")},
+    )
+    async def licence(
+        appliance_id: str,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ApplianceLicense:
+        secret = credentials.credentials if credentials else ""
+        return await handlers.appliance_licence(appliance_id, secret, deps=deps)
+
+    @routes.get("/public-key", summary="The Ed25519 keys that verify licences offline")
+    async def public_key() -> PublicKeys:
+        return deps.signer.public_keys()
+
+    return routes
