@@ -6,6 +6,7 @@ show the same rules across the services; these show one handler's orchestration.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -39,11 +40,13 @@ from tests.support.fakes import FakeBus, MemoryOrderStore
 from tests.unit.builders import (
     OTHER_RESELLER,
     PDF,
+    PNG,
     RESELLER,
     T0,
     UNPAID_TTL,
     catalogue,
     eur,
+    make_line,
     make_quote,
     paid_line,
 )
@@ -212,6 +215,59 @@ async def test_o5_a_personal_order_without_the_resellers_email_uses_no_quote() -
 
     assert refused.value.code == ErrorCode.RESELLER_EMAIL_REQUIRED
     assert bus_of(deps).calls == []
+
+
+# --- O3: proof upload -------------------------------------------------------------------
+
+
+async def test_o3_a_png_named_pdf_is_stored_as_a_png_with_its_sha256() -> None:
+    deps = orders(FakeBus())
+    store = store_of(deps)
+    store.lines.add(make_line(order_id="ol_1"))
+
+    proof = await submit_proof(
+        order_id="ol_1", reseller_id=RESELLER, filename="virement.pdf", content=PNG, deps=deps
+    )
+
+    assert proof.content_type == "image/png"  # by content, not by name
+    assert proof.sha256 == hashlib.sha256(PNG).hexdigest()
+    assert list(store.files.values()) == [PNG]
+    line = store.lines.stored("ol_1")
+    assert line.status == "proof_submitted"
+    assert [p.file_id for p in line.proofs] == list(store.files)
+
+
+async def test_o3_a_proof_the_line_refuses_leaves_no_file_behind() -> None:
+    """The bytes are stored before the line refers to them; a line that then refuses
+    (cancelled meanwhile) gets its file deleted: nothing half-written."""
+    deps = orders(FakeBus())
+    store = store_of(deps)
+    line = make_line(order_id="ol_1")
+    line.cancel(reseller_id=RESELLER, now=T0)
+    store.lines.add(line)
+
+    with pytest.raises(Refused) as refused:
+        await submit_proof(
+            order_id="ol_1", reseller_id=RESELLER, filename="t.pdf", content=PDF, deps=deps
+        )
+
+    assert refused.value.code == ErrorCode.ORDER_NOT_AWAITING_PROOF
+    assert store.files == {}
+    assert store.lines.writes == []
+
+
+async def test_o9_another_resellers_proof_is_refused_before_any_file_is_stored() -> None:
+    deps = orders(FakeBus())
+    store = store_of(deps)
+    store.lines.add(make_line(order_id="ol_1"))
+
+    with pytest.raises(Refused) as refused:
+        await submit_proof(
+            order_id="ol_1", reseller_id=OTHER_RESELLER, filename="t.pdf", content=PDF, deps=deps
+        )
+
+    assert refused.value.code == ErrorCode.NOT_YOUR_ORDER
+    assert store.files == {}
 
 
 # --- O7: upgrades ---------------------------------------------------------------------------
