@@ -2,8 +2,10 @@
 
 Why generated offline: CI and the docs check must not need RabbitMQ or MongoDB. Each
 app is built the way ``shared.runtime.service.http_app`` builds it (title, version, the shared
-edge, the service's router) but without a ``Runtime``: the routers only close over
-their dependencies, so placeholders that refuse every use are enough to describe them.
+edge, the service's router) but without a ``Runtime``. A service with HTTP routes has
+``services/<name>/http.py`` with ``router(deps: <Deps>) -> APIRouter``; the router only
+closes over its dependencies, so a placeholder of the ``deps`` type that refuses every
+use is enough to describe it. Nothing here lists the routers: a new one is found.
 
     python -m tools.openapi docs          # write docs/openapi-<service>.json
     python -m tools.openapi --check docs  # exit 1 if any is stale
@@ -12,22 +14,18 @@ their dependencies, so placeholders that refuse every use are enough to describe
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, get_type_hints
 
 from fastapi import APIRouter, FastAPI
 
-from services.licensing.app import appliance_router
-from services.licensing.handlers import LicensingDeps
-from services.orders.app import proof_router
-from services.orders.handlers import OrdersDeps
 from shared.runtime.http import add_edge
 from shared.runtime.settings import SERVICES
 from tools.asyncapi import render, sync
-
-T = TypeVar("T")
 
 
 class _Unwired:
@@ -40,17 +38,15 @@ class _Unwired:
         raise RuntimeError(f"{self._what}.{name}: documentation-only app, nothing is wired")
 
 
-def _placeholder(kind: type[T]) -> T:
-    return cast(T, _Unwired(kind.__name__))
-
-
-# The HTTP router each service adds to the shared edge (mirrors the services' ``wire()``).
-ROUTERS: dict[str, Callable[[], APIRouter | None]] = {
-    "quotes": lambda: None,
-    "orders": lambda: proof_router(_placeholder(OrdersDeps), api_token="not-used"),
-    "credits": lambda: None,
-    "licensing": lambda: appliance_router(_placeholder(LicensingDeps)),
-}
+def router_of(service: str) -> APIRouter | None:
+    """The service's HTTP router built on placeholders; None when it has no ``http`` module."""
+    name = f"services.{service}.http"
+    if importlib.util.find_spec(name) is None:
+        return None
+    make = importlib.import_module(name).router
+    deps = get_type_hints(make)["deps"]
+    router: APIRouter = make(deps=_Unwired(deps.__name__))
+    return router
 
 
 async def _never_ready() -> dict[str, bool]:
@@ -61,9 +57,7 @@ def build_app(service: str) -> FastAPI:
     """The service's FastAPI app as ``http_app`` builds it, minus the lifespan and runtime."""
     app = FastAPI(title=f"xo-reseller {service}", version="1")
     add_edge(app, service=service, ready=_never_ready)
-    if service not in ROUTERS:
-        raise KeyError(f"{service}: say in tools.openapi.ROUTERS which router it serves")
-    router = ROUTERS[service]()
+    router = router_of(service)
     if router is not None:
         app.include_router(router)
     return app

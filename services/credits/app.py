@@ -7,7 +7,7 @@ from functools import partial
 
 from services.credits import handlers
 from services.credits.domain import CreditAccount
-from services.credits.store import CreditStore
+from services.credits.store import CreditStore, no_unknown_account
 from shared.contracts.credits import GetBalance, GetStatement, ReserveCredit
 from shared.contracts.orders import OrderCancelled, OrderExpired, OrderPlaced, ProofAccepted
 from shared.runtime.messaging import Route
@@ -16,7 +16,8 @@ from shared.runtime.service import Runtime, Wiring
 
 def wire(runtime: Runtime) -> Wiring:
     settings = runtime.settings
-    store = CreditStore(runtime.store("accounts", CreditAccount))
+    accounts = runtime.store("accounts", CreditAccount, unknown=no_unknown_account)
+    store = CreditStore(accounts)
     deps = handlers.CreditsDeps(
         store=store,
         clock=runtime.clock,
@@ -35,5 +36,6 @@ def wire(runtime: Runtime) -> Wiring:
             Route(OrderExpired, ended),
         ],
         setup=store.create_indexes,
+        outboxes=[accounts],
         periodic={"credits_due": partial(handlers.run_due, deps=deps)},
     )

@@ -10,7 +10,7 @@ ledger by ``reconcile`` (C3).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel
 
@@ -83,7 +83,15 @@ class Reservation(BaseModel):
 
 
 class CreditAccount(Aggregate):
-    """A reseller's balance; ``id`` is the reseller id."""
+    """A reseller's balance; ``id`` is the reseller id.
+
+    A reservation's life: ``reserve`` at placement, ``confirm`` when the line appears,
+    then ``settle_payment`` (consumed) or ``release`` (cancelled, expired, orphaned).
+
+    Kept whole (about 330 lines): every money decision must be one versioned save of
+    this one document (C5), and the ledger, the lots and the reservations it moves are
+    only right together; the views and ``reconcile`` (C3) read the same three lists.
+    """
 
     currency: str = "EUR"
     lots: list[CreditLot] = []
@@ -136,15 +144,7 @@ class CreditAccount(Aggregate):
         reservation = Reservation(order_id=order_id, allocations=allocations, reserved_at=now)
         self.reservations = [*self.reservations, reservation]
         if reservation.amount:
-            self.record(
-                CreditReserved(
-                    reseller_id=self.id,
-                    amount=self._money(reservation.amount),
-                    order_id=order_id,
-                    occurred_at=now,
-                    correlation_id=order_id,
-                )
-            )
+            self._record_movement(CreditReserved, reservation, now)
         self._schedule()
         return self.reservation_result(order_id)
 
@@ -212,15 +212,7 @@ class CreditAccount(Aggregate):
                 "release", lot.lot_id, allocation.amount, now, order_id=order_id, cause=cause
             )
         if reservation.amount:
-            self.record(
-                CreditReleased(
-                    reseller_id=self.id,
-                    amount=self._money(reservation.amount),
-                    order_id=order_id,
-                    occurred_at=now,
-                    correlation_id=order_id,
-                )
-            )
+            self._record_movement(CreditReleased, reservation, now)
         self.expire_due(now, cause=cause)
 
     # --- O2 / C1 / O7: payment accepted -------------------------------------------
@@ -237,15 +229,7 @@ class CreditAccount(Aggregate):
             for allocation in reservation.allocations:
                 self._enter("consume", allocation.lot_id, allocation.amount, now, order_id, cause)
             if reservation.amount:
-                self.record(
-                    CreditConsumed(
-                        reseller_id=self.id,
-                        amount=self._money(reservation.amount),
-                        order_id=order_id,
-                        occurred_at=now,
-                        correlation_id=order_id,
-                    )
-                )
+                self._record_movement(CreditConsumed, reservation, now)
         first_sale_paid = space == "reseller" and price.first_sale and not self.first_sale_granted
         if first_sale_paid and self.first_sale_order in (None, order_id):
             self.first_sale_order = order_id
@@ -273,16 +257,14 @@ class CreditAccount(Aggregate):
         self.lots = [*self.lots, lot]
         self._enter("grant", lot_id, amount, now, order_id=order_id, cause=cause)
         self.record(
-            CreditGranted(
-                reseller_id=self.id,
-                amount=self._money(amount),
-                lot_id=lot_id,
-                expires_at=lot.expires_at,
-                source=source,
-                order_id=order_id,
-                occurred_at=now,
-                correlation_id=order_id,
-            )
+            CreditGranted,
+            at=now,
+            amount=self._money(amount),
+            lot_id=lot_id,
+            expires_at=lot.expires_at,
+            source=source,
+            order_id=order_id,
+            correlation_id=order_id,
         )
 
     # --- C6: expiry, and orphaned reservations -------------------------------------
@@ -293,14 +275,7 @@ class CreditAccount(Aggregate):
             if lot.remaining > 0 and now >= lot.expires_at:
                 amount, lot.remaining = lot.remaining, 0
                 self._enter("expire", lot.lot_id, amount, now, order_id=None, cause=cause)
-                self.record(
-                    CreditExpired(
-                        reseller_id=self.id,
-                        amount=self._money(amount),
-                        lot_id=lot.lot_id,
-                        occurred_at=now,
-                    )
-                )
+                self.record(CreditExpired, at=now, amount=self._money(amount), lot_id=lot.lot_id)
         self._schedule()
 
     def release_orphans(self, now: datetime, *, older_than: timedelta, cause: str) -> None:
@@ -408,6 +383,21 @@ class CreditAccount(Aggregate):
 
     def _money(self, amount: int) -> Money:
         return Money(amount=amount, currency=self.currency)
+
+    def event_ids(self) -> dict[str, Any]:
+        """Every credit event names the reseller (this account's id)."""
+        return {"reseller_id": self.id}
+
+    def _record_movement(
+        self,
+        event_type: type[CreditReserved | CreditReleased | CreditConsumed],
+        reservation: Reservation,
+        now: datetime,
+    ) -> None:
+        """A reservation's credit moved: the event belongs to its order's workflow."""
+        order_id = reservation.order_id
+        amount = self._money(reservation.amount)
+        self.record(event_type, at=now, amount=amount, order_id=order_id, correlation_id=order_id)
 
     def _enter(
         self,

@@ -1,12 +1,12 @@
 """Credits' handlers: one function per message, plus the periodic job.
 
 Every change goes through ``DocumentStore.mutate`` on the reseller's account: one
-versioned save per decision, the message id recorded in the same save.
+versioned save per decision, the message id recorded in the same save. An account is
+created on first use (``create=CreditAccount.new``): a reseller never is unknown here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,24 +36,13 @@ class CreditsDeps:
     orphan_reservation_delay: timedelta
 
 
-async def _change(
-    deps: CreditsDeps,
-    reseller_id: str,
-    decide: Callable[[CreditAccount], None],
-    message_id: str | None,
-) -> CreditAccount:
-    return await deps.store.accounts.mutate(
-        reseller_id, decide, message_id=message_id, missing=lambda: CreditAccount(id=reseller_id)
-    )
-
-
 async def reserve_credit(
     cmd: ReserveCredit, delivery: Delivery, *, deps: CreditsDeps
 ) -> ReservationResult:
     """``credit.reserve`` (O2, C4-C6, Q4): at placement, atomically on the account."""
 
-    def decide(account: CreditAccount) -> None:
-        account.reserve(
+    def decide(account: CreditAccount) -> ReservationResult:
+        return account.reserve(
             order_id=cmd.order_id,
             space=cmd.space,
             wanted=cmd.wanted,
@@ -63,8 +52,11 @@ async def reserve_credit(
             cause=delivery.message_id,
         )
 
-    account = await _change(deps, cmd.reseller_id, decide, delivery.message_id)
-    return account.reservation_result(cmd.order_id)
+    saved = await deps.store.accounts.mutate(
+        cmd.reseller_id, decide, message_id=delivery.message_id, create=CreditAccount.new
+    )
+    # A replay decided nothing now: the account holds what was decided then.
+    return saved.decision or saved.aggregate.reservation_result(cmd.order_id)
 
 
 async def get_balance(query: GetBalance, _: Delivery, *, deps: CreditsDeps) -> BalanceResult:
@@ -79,17 +71,17 @@ async def get_statement(query: GetStatement, _: Delivery, *, deps: CreditsDeps) 
 
 async def on_order_placed(event: OrderPlaced, delivery: Delivery, *, deps: CreditsDeps) -> None:
     """The line exists: its reservation is confirmed (not an orphan)."""
-    shortfalls: list[int] = []
-
-    def decide(account: CreditAccount) -> None:
-        shortfalls.append(
-            account.confirm(event.order_id, deps.clock.now(), cause=delivery.message_id)
-        )
-
-    await _change(deps, event.reseller_id, decide, delivery.message_id)
-    if shortfalls and shortfalls[-1]:
-        metrics.CREDIT_SHORTFALL.inc(shortfalls[-1])
-        log.error("credit_shortfall", order_id=event.order_id, missing=shortfalls[-1])
+    saved = await deps.store.accounts.mutate(
+        event.reseller_id,
+        lambda account: account.confirm(
+            event.order_id, deps.clock.now(), cause=delivery.message_id
+        ),
+        message_id=delivery.message_id,
+        create=CreditAccount.new,
+    )
+    if shortfall := saved.decision:
+        metrics.CREDIT_SHORTFALL.inc(shortfall)
+        log.error("credit_shortfall", order_id=event.order_id, missing=shortfall)
 
 
 async def on_proof_accepted(event: ProofAccepted, delivery: Delivery, *, deps: CreditsDeps) -> None:
@@ -104,18 +96,22 @@ async def on_proof_accepted(event: ProofAccepted, delivery: Delivery, *, deps: C
             cause=delivery.message_id,
         )
 
-    await _change(deps, event.reseller_id, decide, delivery.message_id)
+    await deps.store.accounts.mutate(
+        event.reseller_id, decide, message_id=delivery.message_id, create=CreditAccount.new
+    )
 
 
 async def on_order_ended_unpaid(
     event: OrderCancelled | OrderExpired, delivery: Delivery, *, deps: CreditsDeps
 ) -> None:
     """``order.cancelled`` / ``order.expired`` (O2, O8): release the reservation."""
-    await _change(
-        deps,
+    await deps.store.accounts.mutate(
         event.reseller_id,
-        lambda a: a.release(event.order_id, now=deps.clock.now(), cause=delivery.message_id),
-        delivery.message_id,
+        lambda account: account.release(
+            event.order_id, now=deps.clock.now(), cause=delivery.message_id
+        ),
+        message_id=delivery.message_id,
+        create=CreditAccount.new,
     )
 
 
@@ -130,5 +126,7 @@ async def run_due(now: datetime, *, deps: CreditsDeps) -> int:
                 now, older_than=deps.orphan_reservation_delay, cause="job:orphans"
             )
 
-        await _change(deps, reseller_id, decide, message_id=None)
+        await deps.store.accounts.mutate(
+            reseller_id, decide, message_id=None, create=CreditAccount.new
+        )
     return len(due)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from fractions import Fraction
-from typing import TypedDict
+from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import AwareDatetime, BaseModel
 
+from services.orders.pricing import credit_note, fix_price
 from shared.basics.clock import add_months
 from shared.basics.errors import ErrorCode, Refused
-from shared.basics.money import Money, round_half_up
+from shared.basics.money import Money
 from shared.contracts.base import Billing, Space
 from shared.contracts.credits import ReservationResult
 from shared.contracts.orders import (
@@ -42,6 +42,11 @@ PROOF_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 NOTHING_DUE = "system:nothing_due"  # the "reviewer" of a line with nothing to pay
 UNPAID: frozenset[OrderStatus] = frozenset({"awaiting_proof", "proof_submitted"})
+
+
+def unknown_order(order_id: str) -> Refused:
+    """The refusal for an order id that names no line (the store raises it)."""
+    return Refused(ErrorCode.UNKNOWN_ORDER, f"no order line {order_id}")
 
 
 def order_id_for(reseller_id: str, message_id: str) -> str:
@@ -80,62 +85,6 @@ def require_reseller_email(space: Space, reseller_email: str | None) -> None:
         )
 
 
-def standard_discount(quote: QuoteResult) -> Money:
-    """The reseller discount of the quote, whether taken off now or deferred (Q4)."""
-    return quote.discount + quote.first_sale_credit
-
-
-def credit_wanted(quote: QuoteResult, credit_note: Money) -> Money:
-    """What balance credit may cover (C4): the amount after discount and credit note."""
-    after_discount = quote.list_price - standard_discount(quote)
-    return after_discount - credit_note.min(after_discount)
-
-
-def fix_price(quote: QuoteResult, reservation: ReservationResult, credit_note: Money) -> OrderPrice:
-    """The line's price at placement (O1), from the quote and what credits decided.
-
-    - First sale (Q4): the list price is due; the discount becomes credit after payment.
-      A quote priced as a first sale whose claim was lost to another order gets the
-      standard discount instead: the reseller never pays more than its quote.
-    - Otherwise: discount, then the upgrade's credit note capped at what is left (O7,
-      the rest goes to the balance), then reserved balance credit (C4).
-    """
-    zero = Money.zero(quote.list_price.currency)
-    standard = standard_discount(quote)
-    if reservation.first_sale:
-        return OrderPrice(
-            list_price=quote.list_price,
-            discount=zero,
-            credit_applied=zero,
-            amount_due=quote.list_price,
-            first_sale=True,
-            first_sale_credit=standard,
-        )
-    after_discount = quote.list_price - standard
-    note = credit_note.min(after_discount)
-    credit = reservation.reserved.min(after_discount - note)
-    return OrderPrice(
-        list_price=quote.list_price,
-        discount=standard,
-        credit_applied=credit,
-        amount_due=after_discount - note - credit,
-        first_sale_credit=zero,
-        credit_note=note,
-        credit_note_excess=credit_note - note,
-    )
-
-
-def _ms(delta: timedelta) -> int:
-    return delta // timedelta(milliseconds=1)
-
-
-class _LineFacts(TypedDict):
-    order_id: str
-    reseller_id: str
-    occurred_at: datetime
-    correlation_id: str
-
-
 class Proof(BaseModel):
     """One uploaded wire-transfer proof; the file itself lives in GridFS."""
 
@@ -148,11 +97,21 @@ class Proof(BaseModel):
     uploaded_at: AwareDatetime
 
     def view(self) -> ProofView:
-        return ProofView.model_validate(self.model_dump())
+        return ProofView.model_validate(self, from_attributes=True)
 
 
 class OrderLine(Aggregate):
-    """An order line in a reseller's space, from placement to binding."""
+    """An order line in a reseller's space, from placement to binding.
+
+    Its life: ``awaiting_proof`` -> ``proof_submitted`` -> ``paid`` -> ``bound``, then
+    ``superseded`` once an upgrade of it is paid; an unpaid line ends ``cancelled`` or
+    ``expired``. Its money is fixed by ``pricing``.
+
+    Kept whole (about 360 lines): one document is one consistency boundary, and its
+    transitions read top to bottom in rule order (O1, O3-O4, O5-O6, O8, O7), each
+    guarding its own preconditions and recording its event. Split across files, a
+    reader would lose the one place that says what can happen to a line.
+    """
 
     reseller_id: str
     space: Space
@@ -215,19 +174,15 @@ class OrderLine(Aggregate):
         )
         line._log(now, "placed" if upgrade_of is None else "upgrade_placed", reason=line.upgrade_of)
         line.record(
-            OrderPlaced(
-                order_id=order_id,
-                reseller_id=line.reseller_id,
-                space=line.space,
-                edition=line.edition,
-                billing=line.billing,
-                quote_number=line.quote_number,
-                price=price,
-                use_credit=use_credit,
-                upgrade_of=line.upgrade_of,
-                occurred_at=now,
-                correlation_id=order_id,
-            )
+            OrderPlaced,
+            at=now,
+            space=line.space,
+            edition=line.edition,
+            billing=line.billing,
+            quote_number=line.quote_number,
+            price=price,
+            use_credit=use_credit,
+            upgrade_of=line.upgrade_of,
         )
         if price.amount_due.amount == 0:  # all covered by credit: no wire transfer to prove
             line._pay(by=NOTHING_DUE, now=now)
@@ -258,13 +213,12 @@ class OrderLine(Aggregate):
         self.rejection_reason = None
         self._log(now, "proof_submitted", reason=f"{proof.filename} sha256={proof.sha256}")
         self.record(
-            ProofSubmitted(
-                **self._facts(now),
-                proof_id=proof.proof_id,
-                sha256=proof.sha256,
-                size=proof.size,
-                content_type=proof.content_type,
-            )
+            ProofSubmitted,
+            at=now,
+            proof_id=proof.proof_id,
+            sha256=proof.sha256,
+            size=proof.size,
+            content_type=proof.content_type,
         )
 
     def accept_proof(self, *, reviewer: str, now: datetime) -> None:
@@ -277,14 +231,13 @@ class OrderLine(Aggregate):
         self.status = "paid"
         self._log(now, "proof_accepted", by=by)
         self.record(
-            ProofAccepted(
-                **self._facts(now),
-                reviewer=by,
-                space=self.space,
-                edition=self.edition,
-                billing=self.billing,
-                price=self.price,
-            )
+            ProofAccepted,
+            at=now,
+            reviewer=by,
+            space=self.space,
+            edition=self.edition,
+            billing=self.billing,
+            price=self.price,
         )
         if self.upgrade_of is not None:
             self._bind_upgrade(now, by=by)
@@ -304,13 +257,7 @@ class OrderLine(Aggregate):
         self.unpaid_expires_at = now + unpaid_ttl
         self.rejection_reason = reason.strip()
         self._log(now, "proof_rejected", by=reviewer, reason=self.rejection_reason)
-        self.record(
-            ProofRejected(
-                **self._facts(now),
-                reviewer=reviewer,
-                reason=self.rejection_reason,
-            )
-        )
+        self.record(ProofRejected, at=now, reviewer=reviewer, reason=self.rejection_reason)
 
     def _check_reviewable(self) -> None:
         if self.status != "proof_submitted":
@@ -356,18 +303,17 @@ class OrderLine(Aggregate):
         self.status = "bound"
         self._log(now, "bound", by=by, reason=email)
         self.record(
-            PlanBound(
-                **self._facts(now),
-                space=self.space,
-                customer_email=email,
-                edition=self.edition,
-                billing=self.billing,
-                period_start=self.period_start,
-                period_end=self.period_end,
-            )
+            PlanBound,
+            at=now,
+            space=self.space,
+            customer_email=email,
+            edition=self.edition,
+            billing=self.billing,
+            period_start=self.period_start,
+            period_end=self.period_end,
         )
 
-    # --- O8 -------------------------------------------------------------------------
+    # --- O8: an unpaid line ends, cancelled or expired ------------------------------
 
     def cancel(self, *, reseller_id: str, now: datetime) -> None:
         """The reseller cancels an unpaid line (O8)."""
@@ -379,7 +325,23 @@ class OrderLine(Aggregate):
             )
         self.status = "cancelled"
         self._log(now, "cancelled", by=reseller_id)
-        self.record(OrderCancelled(**self._facts(now)))
+        self.record(OrderCancelled, at=now)
+
+    def expire_if_unpaid(self, now: datetime) -> bool:
+        """An unpaid line still awaiting a proof expires after its delay (O8); True if it did.
+
+        A line whose proof waits for review does not: the reseller did its part.
+        """
+        if (
+            self.status != "awaiting_proof"
+            or self.unpaid_expires_at is None
+            or now < self.unpaid_expires_at
+        ):
+            return False
+        self.status = "expired"
+        self._log(now, "expired")
+        self.record(OrderExpired, at=now)
+        return True
 
     # --- O7: upgrades ----------------------------------------------------------------
 
@@ -396,9 +358,8 @@ class OrderLine(Aggregate):
     ) -> Money:
         """Reserve this bound, active line for one upgrade; value its remaining time.
 
-        The credit note is remaining / period length x what the plan was really paid
-        (``OrderPrice.value``: cash, balance credit and credit notes alike, net of the
-        discount), rounded half up (M3), and frozen now so a retried command agrees.
+        The credit note (``pricing.credit_note``: the remaining time's share of what the
+        plan was really paid) is frozen now, so a retried command agrees.
         """
         self.check_owner(reseller_id)
         if self.upgraded_by == upgrade_order_id and self.pending_credit_note is not None:
@@ -430,13 +391,7 @@ class OrderLine(Aggregate):
                 ErrorCode.UPGRADE_IN_PROGRESS,
                 f"order {self.id} already has a pending upgrade: {self.upgraded_by}",
             )
-        remaining = _ms(self.period_end - now)
-        length = _ms(self.period_end - self.period_start)
-        value = self.price.value()
-        note = Money(
-            amount=round_half_up(Fraction(remaining, length) * value.amount),
-            currency=value.currency,
-        )
+        note = credit_note(self.price, start=self.period_start, end=self.period_end, now=now)
         self.upgraded_by = upgrade_order_id
         self.pending_credit_note = note
         self.upgrade_started_at = now
@@ -460,13 +415,7 @@ class OrderLine(Aggregate):
         self.upgraded_by = by
         self._log(now, "superseded", reason=by)
         assert self.customer_email is not None
-        self.record(
-            PlanSuperseded(
-                **self._facts(now),
-                superseded_by=by,
-                customer_email=self.customer_email,
-            )
-        )
+        self.record(PlanSuperseded, at=now, superseded_by=by, customer_email=self.customer_email)
 
     def _bind_upgrade(self, now: datetime, *, by: str) -> None:
         """A paid upgrade runs at once for the customer of the line it replaces (O6, O7)."""
@@ -477,34 +426,16 @@ class OrderLine(Aggregate):
         self.status = "bound"
         self._log(now, "bound", by=by, reason=self.customer_email)
         self.record(
-            PlanUpgraded(
-                **self._facts(now),
-                previous_order_id=self.upgrade_of,
-                customer_email=self.customer_email,
-                edition=self.edition,
-                billing=self.billing,
-                period_start=self.period_start,
-                period_end=self.period_end,
-                credit_note=self.price.credit_note + self.price.credit_note_excess,
-            )
+            PlanUpgraded,
+            at=now,
+            previous_order_id=self.upgrade_of,
+            customer_email=self.customer_email,
+            edition=self.edition,
+            billing=self.billing,
+            period_start=self.period_start,
+            period_end=self.period_end,
+            credit_note=self.price.credit_note + self.price.credit_note_excess,
         )
-
-    # --- O8: unpaid lines expire ------------------------------------------------------
-
-    def expire_if_unpaid(self, now: datetime) -> None:
-        """An unpaid line still awaiting a proof expires after its delay (O8).
-
-        A line whose proof waits for review does not: the reseller did its part.
-        """
-        if (
-            self.status != "awaiting_proof"
-            or self.unpaid_expires_at is None
-            or now < self.unpaid_expires_at
-        ):
-            return
-        self.status = "expired"
-        self._log(now, "expired")
-        self.record(OrderExpired(**self._facts(now)))
 
     # --- views ----------------------------------------------------------------------
 
@@ -517,37 +448,21 @@ class OrderLine(Aggregate):
             quote_number=self.quote_number,
         )
 
-    def view(self) -> OrderLineView:
-        return OrderLineView(
-            order_id=self.id,
-            reseller_id=self.reseller_id,
-            space=self.space,
-            edition=self.edition,
-            billing=self.billing,
-            quote_number=self.quote_number,
-            status=self.status,
-            price=self.price,
-            customer_email=self.customer_email,
-            period_start=self.period_start,
-            period_end=self.period_end,
-            rejection_reason=self.rejection_reason,
-            proofs=[p.view() for p in self.proofs],
-            history=self.history,
-            placed_at=self.placed_at,
-            unpaid_expires_at=self.unpaid_expires_at if self.status in UNPAID else None,
-            upgrade_of=self.upgrade_of,
-            upgraded_by=self.upgraded_by,
-            superseded_by=self.superseded_by,
-        )
+    @property
+    def order_id(self) -> str:
+        """The views' name for ``id``."""
+        return self.id
 
-    def _facts(self, now: datetime) -> _LineFacts:
-        """What every event of this line carries: its ids, when, and the workflow id."""
-        return {
-            "order_id": self.id,
-            "reseller_id": self.reseller_id,
-            "occurred_at": now,
-            "correlation_id": self.id,
-        }
+    def view(self) -> OrderLineView:
+        """What the reseller sees; the unpaid deadline only while it can still apply (O8)."""
+        view = OrderLineView.model_validate(self, from_attributes=True)
+        if self.status not in UNPAID:
+            view.unpaid_expires_at = None
+        return view
+
+    def event_ids(self) -> dict[str, Any]:
+        """Every event of a line carries its ids; the line's id is its workflow's id."""
+        return {"order_id": self.id, "reseller_id": self.reseller_id, "correlation_id": self.id}
 
     def _log(
         self, now: datetime, action: str, *, by: str | None = None, reason: str | None = None

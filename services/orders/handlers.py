@@ -8,23 +8,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
-from typing import NoReturn
 from uuid import uuid4
 
 from services.orders.domain import (
     OrderLine,
     Proof,
-    credit_wanted,
     order_id_for,
     require_reseller_email,
     sniff_proof,
 )
+from services.orders.pricing import credit_wanted
 from services.orders.store import OrderStore
 from shared.basics.catalogue import Catalogue
 from shared.basics.clock import Clock
 from shared.basics.emails import normalise_email
-from shared.basics.errors import ErrorCode, Refused
 from shared.basics.money import Money
 from shared.contracts.credits import ReservationResult, ReserveCredit
 from shared.contracts.orders import (
@@ -56,16 +53,11 @@ class OrdersDeps:
     catalogue: Catalogue
     proof_max_bytes: int
     unpaid_ttl: timedelta
-
-
-def _unknown(order_id: str) -> NoReturn:
-    raise Refused(ErrorCode.UNKNOWN_ORDER, f"no order line {order_id}")
+    api_token: str  # the bearer token of the reseller HTTP API (proof upload)
 
 
 async def _load(deps: OrdersDeps, order_id: str, reseller_id: str) -> OrderLine:
-    line = await deps.store.lines.get(order_id)
-    if line is None:
-        _unknown(order_id)
+    line = await deps.store.lines.load(order_id)
     line.check_owner(reseller_id)
     return line
 
@@ -115,9 +107,7 @@ async def _open_line(
         credit_note=note,
     )
     if not await deps.store.lines.insert(line):  # a concurrent redelivery inserted it first
-        existing = await deps.store.lines.get(order_id)
-        assert existing is not None
-        return existing
+        return await deps.store.lines.load(order_id)
     return line
 
 
@@ -161,8 +151,8 @@ async def upgrade_plan(cmd: UpgradePlan, delivery: Delivery, *, deps: OrdersDeps
         pending = base.upgraded_by
         pending_exists = pending is None or await deps.store.lines.get(pending) is not None
 
-        def start(line: OrderLine) -> None:
-            line.start_upgrade(
+        def start(line: OrderLine) -> Money:
+            return line.start_upgrade(
                 reseller_id=cmd.reseller_id,
                 upgrade_order_id=upgrade_id,
                 current_rank=deps.catalogue.rank(line.edition),
@@ -171,10 +161,9 @@ async def upgrade_plan(cmd: UpgradePlan, delivery: Delivery, *, deps: OrdersDeps
                 pending_line_exists=pending_exists or line.upgraded_by != pending,
             )
 
-        current = await deps.store.lines.mutate(
-            cmd.order_id, start, message_id=None, missing=lambda: _unknown(cmd.order_id)
-        )
-        assert current.pending_credit_note is not None
+        started = await deps.store.lines.mutate(cmd.order_id, start, message_id=None)
+        current, note = started.aggregate, started.decision
+        assert note is not None  # no message id: never a replay
         existing = await _open_line(
             deps,
             delivery,
@@ -189,7 +178,7 @@ async def upgrade_plan(cmd: UpgradePlan, delivery: Delivery, *, deps: OrdersDeps
             use_credit=cmd.use_credit,
             reseller_email=current.reseller_email,
             upgrade_of=current,
-            credit_note=current.pending_credit_note,
+            credit_note=note,
         )
     existing.check_owner(cmd.reseller_id)
     return UpgradeResult(
@@ -207,7 +196,6 @@ async def on_plan_upgraded(event: PlanUpgraded, delivery: Delivery, *, deps: Ord
         event.previous_order_id,
         lambda line: line.supersede(by=event.order_id, now=deps.clock.now()),
         message_id=delivery.message_id,
-        missing=lambda: _unknown(event.previous_order_id),
     )
 
 
@@ -218,7 +206,6 @@ async def _abandon_upgrade(deps: OrdersDeps, line: OrderLine) -> None:
             line.upgrade_of,
             lambda base: base.clear_upgrade(line.id, deps.clock.now()),
             message_id=None,
-            missing=lambda: _unknown(line.upgrade_of or ""),
         )
 
 
@@ -226,15 +213,12 @@ async def expire_unpaid_lines(now: datetime, *, deps: OrdersDeps) -> int:
     """One pass of the O8 job: unpaid lines past their delay expire (credits then releases)."""
     expired = 0
     for order_id in await deps.store.unpaid_due(now):
-        line = await deps.store.lines.mutate(
-            order_id,
-            lambda line: line.expire_if_unpaid(now),
-            message_id=None,
-            missing=partial(_unknown, order_id),
+        saved = await deps.store.lines.mutate(
+            order_id, lambda line: line.expire_if_unpaid(now), message_id=None
         )
-        if line.status == "expired":
+        if saved.decision:
             expired += 1
-            await _abandon_upgrade(deps, line)
+            await _abandon_upgrade(deps, saved.aggregate)
     return expired
 
 
@@ -242,12 +226,12 @@ async def cancel_order(
     cmd: CancelOrder, delivery: Delivery, *, deps: OrdersDeps
 ) -> OrderStatusResult:
     """``order.cancel`` (O8)."""
-    line = await deps.store.lines.mutate(
+    saved = await deps.store.lines.mutate(
         cmd.order_id,
         lambda line: line.cancel(reseller_id=cmd.reseller_id, now=deps.clock.now()),
         message_id=delivery.message_id,
-        missing=lambda: _unknown(cmd.order_id),
     )
+    line = saved.aggregate
     await _abandon_upgrade(deps, line)
     return OrderStatusResult(order_id=line.id, status=line.status)
 
@@ -268,23 +252,22 @@ async def review_proof(
                 unpaid_ttl=deps.unpaid_ttl,
             )
 
-    line = await deps.store.lines.mutate(
-        cmd.order_id, decide, message_id=delivery.message_id, missing=lambda: _unknown(cmd.order_id)
-    )
+    saved = await deps.store.lines.mutate(cmd.order_id, decide, message_id=delivery.message_id)
+    line = saved.aggregate
     return OrderStatusResult(order_id=line.id, status=line.status)
 
 
 async def bind_plan(cmd: BindPlan, delivery: Delivery, *, deps: OrdersDeps) -> PlanBoundResult:
     """``plan.bind`` (O5, O6): the customer's email, validated and normalised, for good."""
     email = normalise_email(cmd.customer_email)
-    line = await deps.store.lines.mutate(
+    saved = await deps.store.lines.mutate(
         cmd.order_id,
         lambda line: line.bind(
             reseller_id=cmd.reseller_id, customer_email=email, now=deps.clock.now()
         ),
         message_id=delivery.message_id,
-        missing=lambda: _unknown(cmd.order_id),
     )
+    line = saved.aggregate
     assert line.customer_email
     assert line.period_start
     assert line.period_end
@@ -339,7 +322,6 @@ async def submit_proof(
             order_id,
             lambda line: line.submit_proof(proof, deps.clock.now()),
             message_id=None,
-            missing=lambda: _unknown(order_id),
         )
     except BaseException:
         await deps.store.delete_proof_file(file_id)

@@ -46,10 +46,5 @@ class OrderStore:
         )
         return str(file_id)
 
-    async def read_proof_file(self, file_id: str) -> bytes:
-        stream = await self.proof_files.open_download_stream(ObjectId(file_id))
-        data: bytes = await stream.read()
-        return data
-
     async def delete_proof_file(self, file_id: str) -> None:
         await self.proof_files.delete(ObjectId(file_id))

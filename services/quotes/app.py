@@ -6,7 +6,7 @@ from datetime import timedelta
 from functools import partial
 
 from services.quotes import handlers
-from services.quotes.domain import Quote
+from services.quotes.domain import Quote, unknown_quote
 from services.quotes.store import QuoteStore
 from shared.basics.catalogue import load_catalogue
 from shared.contracts.quotes import RedeemQuote, RequestQuote
@@ -15,7 +15,8 @@ from shared.runtime.service import Runtime, Wiring
 
 
 def wire(runtime: Runtime) -> Wiring:
-    store = QuoteStore(runtime.store("quotes", Quote), runtime.db)
+    quotes = runtime.store("quotes", Quote, unknown=unknown_quote)
+    store = QuoteStore(quotes, runtime.db)
     deps = handlers.QuotesDeps(
         store=store,
         catalogue=load_catalogue(runtime.settings.catalogue_path),
@@ -29,4 +30,5 @@ def wire(runtime: Runtime) -> Wiring:
             Route(RedeemQuote, partial(handlers.redeem_quote, deps=deps)),
         ],
         setup=store.create_indexes,
+        outboxes=[quotes],
     )

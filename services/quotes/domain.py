@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import AwareDatetime
 
@@ -97,27 +98,19 @@ class Quote(Aggregate):
             space=space,
             edition=edition,
             billing=billing,
-            list_price=pricing.list_price,
-            discount=pricing.discount,
-            credit_applied=pricing.credit_applied,
-            amount_due=pricing.amount_due,
-            first_sale=pricing.first_sale,
-            first_sale_credit=pricing.first_sale_credit,
+            **asdict(pricing),
             issued_at=now,
             valid_until=now + validity,
             request_message_id=request_message_id,
         )
         quote.record(
-            QuoteIssued(
-                quote_number=number,
-                reseller_id=reseller_id,
-                space=space,
-                edition=edition,
-                billing=billing,
-                amount_due=pricing.amount_due,
-                valid_until=quote.valid_until,
-                occurred_at=now,
-            )
+            QuoteIssued,
+            at=now,
+            space=space,
+            edition=edition,
+            billing=billing,
+            amount_due=quote.amount_due,
+            valid_until=quote.valid_until,
         )
         return quote
 
@@ -143,24 +136,25 @@ class Quote(Aggregate):
         self.used_by_order = order_id
         self.used_at = now
 
+    @property
+    def quote_number(self) -> str:
+        return self.id
+
+    @property
+    def reseller_document(self) -> bool:
+        """Q3: a reseller-space quote shows the reseller discount: not for the customer."""
+        return self.space == "reseller"
+
     def view(self) -> QuoteResult:
-        return QuoteResult(
-            quote_number=self.id,
-            reseller_id=self.reseller_id,
-            space=self.space,
-            edition=self.edition,
-            billing=self.billing,
-            list_price=self.list_price,
-            discount=self.discount,
-            credit_applied=self.credit_applied,
-            amount_due=self.amount_due,
-            first_sale=self.first_sale,
-            first_sale_credit=self.first_sale_credit,
-            issued_at=self.issued_at,
-            valid_until=self.valid_until,
-            reseller_document=self.space == "reseller",
-            used_by_order=self.used_by_order,
-        )
+        return QuoteResult.model_validate(self, from_attributes=True)
+
+    def event_ids(self) -> dict[str, Any]:
+        return {"quote_number": self.id, "reseller_id": self.reseller_id}
+
+
+def unknown_quote(number: str) -> Refused:
+    """The refusal for a quote number that names no quote (the store raises it)."""
+    return Refused(ErrorCode.UNKNOWN_QUOTE, f"no quote numbered {number}")
 
 
 def quote_number(year: int, sequence: int) -> str:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
 
 from services.quotes.domain import Quote, price, quote_number
 from services.quotes.store import QuoteStore
 from shared.basics.catalogue import Catalogue
 from shared.basics.clock import Clock
-from shared.basics.errors import ErrorCode, Refused
 from shared.basics.money import Money
 from shared.contracts.base import Billing, Space
 from shared.contracts.credits import BalanceResult, GetBalance
@@ -115,11 +113,7 @@ async def redeem_quote(cmd: RedeemQuote, delivery: Delivery, *, deps: QuotesDeps
             order_id=cmd.order_id,
         )
         return quote.view()
-
-    def unknown() -> NoReturn:
-        raise Refused(ErrorCode.UNKNOWN_QUOTE, f"no quote numbered {cmd.quote_number}")
-
-    quote = await deps.store.quotes.mutate(
+    saved = await deps.store.quotes.mutate(
         cmd.quote_number,
         lambda q: q.redeem(
             reseller_id=cmd.reseller_id,
@@ -128,6 +122,5 @@ async def redeem_quote(cmd: RedeemQuote, delivery: Delivery, *, deps: QuotesDeps
             now=deps.clock.now(),
         ),
         message_id=delivery.message_id,
-        missing=unknown,
     )
-    return quote.view()
+    return saved.aggregate.view()

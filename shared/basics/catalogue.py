@@ -18,7 +18,7 @@ from shared.basics.money import Money
 from shared.contracts.base import Billing
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "catalogue.json"
-FREE = "free"
+FREE = "free"  # the edition of an email with no plan that entitles it (L1)
 
 
 class Edition(BaseModel):
@@ -58,11 +58,6 @@ class Catalogue(BaseModel):
 
     def rank(self, name: str) -> int:
         return self.edition(name).rank
-
-    def highest(self, names: list[str]) -> str:
-        """The highest-ranked of ``names`` (L1), ``free`` when there are none."""
-        ranked = [self.edition(n) for n in names]
-        return max(ranked, key=lambda e: e.rank).name if ranked else FREE
 
 
 @cache

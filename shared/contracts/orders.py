@@ -8,6 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from shared.basics.money import Money
 from shared.contracts.base import Billing, Command, Event, Query, Space
+from shared.contracts.quotes import quote_or_edition
 
 OrderStatus = Literal[
     "awaiting_proof", "proof_submitted", "paid", "bound", "cancelled", "expired", "superseded"
@@ -150,11 +151,7 @@ class PlaceOrder(Command):
     use_credit: bool = True
     reseller_email: str | None = None
 
-    @model_validator(mode="after")
-    def _quote_or_edition(self) -> PlaceOrder:
-        if self.quote_number is None and (self.edition is None or self.billing is None):
-            raise ValueError("give quote_number, or edition and billing")
-        return self
+    _quote_or_edition = model_validator(mode="after")(quote_or_edition)
 
 
 class CancelOrder(Command):

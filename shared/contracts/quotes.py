@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Protocol, TypeVar
+
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.basics.money import Money
 from shared.contracts.base import Billing, Command, Event, Space
+
+
+class _QuoteOrEdition(Protocol):
+    @property
+    def quote_number(self) -> str | None: ...
+    @property
+    def edition(self) -> str | None: ...
+    @property
+    def billing(self) -> Billing | None: ...
+
+
+Q = TypeVar("Q", bound=_QuoteOrEdition)
+
+
+def quote_or_edition(message: Q) -> Q:
+    """A price comes from a quote, or from an edition and its billing (``order.place``,
+    ``quote.redeem``): the one check both messages use as their model validator."""
+    if message.quote_number is None and (message.edition is None or message.billing is None):
+        raise ValueError("give quote_number, or edition and billing")
+    return message
 
 
 class QuoteResult(BaseModel):
@@ -74,11 +96,7 @@ class RedeemQuote(Command):
     edition: str | None = None
     billing: Billing | None = None
 
-    @model_validator(mode="after")
-    def _quote_or_edition(self) -> RedeemQuote:
-        if self.quote_number is None and (self.edition is None or self.billing is None):
-            raise ValueError("give quote_number, or edition and billing")
-        return self
+    _quote_or_edition = model_validator(mode="after")(quote_or_edition)
 
 
 class QuoteIssued(Event):

@@ -1,13 +1,14 @@
 """Wiring in one place: a service's broker, database, bus, outbox relay and HTTP app.
 
 Each service's ``app.py`` only says *what* it wires (``Wiring``: routes, HTTP routes,
-indexes, periodic jobs); this module does the *how*, the same way for all four.
+indexes, the outboxes to publish, periodic jobs); this module does the *how*, the same
+way for all four.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,7 +24,15 @@ from shared.runtime.http import add_edge
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.messaging import Bus, Route
 from shared.runtime.settings import Settings
-from shared.runtime.store import Aggregate, DocumentStore, Inbox, OutboxRelay, connect, database
+from shared.runtime.store import (
+    Aggregate,
+    DocumentStore,
+    Inbox,
+    OutboxRelay,
+    Unknown,
+    connect,
+    database,
+)
 from shared.runtime.topology import Topology
 
 A = TypeVar("A", bound=Aggregate)
@@ -37,8 +46,9 @@ class Wiring:
     routes: list[Route]
     http: APIRouter | None = None
     setup: Callable[[], Awaitable[None]] | None = None  # indexes, keys: run once at start
-    # Long-running coroutines, run until stop.
-    jobs: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # The stores whose outboxes the relay publishes (indexed on ``outbox_pending`` at start).
+    # A store left out here never has its events published.
+    outboxes: list[DocumentStore[Any]] = field(default_factory=list)
     # Periodic jobs by name: one pass each, given the time. The runtime calls them every
     # JOB_INTERVAL_SECONDS; tests call a pass directly with their clock, never sleeping.
     periodic: dict[str, Callable[[datetime], Awaitable[object]]] = field(default_factory=dict)
@@ -74,18 +84,15 @@ class Runtime:
             clock=self.clock,
             rpc_timeout=settings.rpc_timeout_seconds,
         )
-        self.relay = OutboxRelay(
-            [], self.bus.publish_entry, poll_seconds=settings.outbox_poll_seconds
-        )
+        self.relay = OutboxRelay(self.bus.publish_entry, poll_seconds=settings.outbox_poll_seconds)
         self._tasks: list[asyncio.Task[Any]] = []
         self.periodic: dict[str, Callable[[datetime], Awaitable[object]]] = {}
         self.routing_keys: list[str] = []
 
-    def store(self, collection: str, model: type[A]) -> DocumentStore[A]:
-        """A store for one aggregate kind whose outbox this service's relay publishes."""
-        coll = self.db[collection]
-        self.relay.collections.append(coll)
-        return DocumentStore(coll, model, on_saved=self.relay.wake)
+    def store(self, collection: str, model: type[A], *, unknown: Unknown) -> DocumentStore[A]:
+        """A store for one aggregate kind; each save wakes the relay. Its outbox is published
+        once the service names it in ``Wiring.outboxes``."""
+        return DocumentStore(self.db[collection], model, unknown=unknown, on_saved=self.relay.wake)
 
     async def start(self, wiring: Wiring) -> None:
         await self.broker.connect()
@@ -93,13 +100,13 @@ class Runtime:
         await self.inbox.collection.create_index("at")
         if wiring.setup is not None:
             await wiring.setup()
+        await self.relay.watch([store.collection for store in wiring.outboxes])
         for route in wiring.routes:
             self.bus.subscribe(route)
         await self.broker.start()
         self.periodic = {"inbox_purge": self.purge_inbox, **wiring.periodic}
         self.routing_keys = [route.message.ROUTING_KEY for route in wiring.routes]
-        for job in [self.relay.run, *wiring.jobs]:
-            self._tasks.append(asyncio.create_task(job(), name=f"{self.service}:{job.__name__}"))
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}:relay"))
         for name, tick in self.periodic.items():
             self._tasks.append(
                 asyncio.create_task(self._every(name, tick), name=f"{self.service}:{name}")

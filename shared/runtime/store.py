@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,12 +29,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared.basics.errors import Conflict
+from shared.basics.errors import Conflict, Refused
 from shared.contracts import REGISTRY, Event
 from shared.runtime import metrics
 from shared.runtime.logging import get_logger
 
 Document = dict[str, Any]
+E = TypeVar("E", bound=Event)
 log = get_logger(__name__)
 
 APPLIED_MESSAGES_KEPT = 200
@@ -80,8 +82,24 @@ class Aggregate(BaseModel):
     outbox: list[OutboxEntry] = Field(default_factory=list)
     applied_messages: list[str] = Field(default_factory=list)
 
-    def record(self, event: Event) -> None:
-        """Record a fact; it is published after the save that stores it."""
+    @classmethod
+    def new(cls, aggregate_id: str) -> Self:
+        """A new, empty aggregate (``DocumentStore.mutate``'s ``create`` for kinds made on
+        first use, like a reseller's credit account or a customer)."""
+        return cls(id=aggregate_id)
+
+    def event_ids(self) -> dict[str, Any]:
+        """The ids every event of this aggregate carries (``order_id``, ``reseller_id``,
+        ``customer_email``, the workflow's ``correlation_id``...): each aggregate says its own.
+        An event that has no such field ignores it."""
+        return {}
+
+    def record(self, event_type: type[E], *, at: datetime, **fields: Any) -> E:
+        """Record a fact; it is published after the save that stores it.
+
+        The one way events are built: ``event_ids()``, ``occurred_at=at``, then ``fields``
+        (which may override an id, e.g. the correlation id of another workflow)."""
+        event = event_type(**{**self.event_ids(), "occurred_at": at, **fields})
         self.outbox.append(
             OutboxEntry(
                 event_id=str(uuid4()),
@@ -91,6 +109,7 @@ class Aggregate(BaseModel):
                 occurred_at=event.occurred_at,
             )
         )
+        return event
 
     def recorded(self) -> list[Event]:
         """The events not yet published (domain tests read them here)."""
@@ -110,25 +129,49 @@ class Aggregate(BaseModel):
 
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
+Unknown = Callable[[str], Refused]
+
+
+@dataclass(frozen=True)
+class Saved(Generic[A, T]):
+    """What ``DocumentStore.mutate`` did: the aggregate as saved, and what the change decided
+    (``decide``'s return value; ``None`` when the message had been applied before)."""
+
+    aggregate: A
+    decision: T | None
+    replayed: bool = False
 
 
 class DocumentStore(Generic[A]):
-    """Load and save one kind of aggregate with optimistic concurrency."""
+    """Load and save one kind of aggregate with optimistic concurrency.
+
+    ``unknown`` is the refusal for an id that names nothing (``unknown_order``...): each
+    store says it once, instead of every handler."""
 
     def __init__(
         self,
         collection: AsyncCollection[Document],
         model: type[A],
         *,
+        unknown: Unknown,
         on_saved: Callable[[], None] = lambda: None,
     ) -> None:
         self.collection = collection
         self.model = model
+        self.unknown = unknown
         self._on_saved = on_saved
 
     async def get(self, aggregate_id: str) -> A | None:
         doc = await self.collection.find_one({"_id": aggregate_id})
         return None if doc is None else self.model.model_validate(doc)
+
+    async def load(self, aggregate_id: str) -> A:
+        """The aggregate, or this store's ``unknown`` refusal."""
+        aggregate = await self.get(aggregate_id)
+        if aggregate is None:
+            raise self.unknown(aggregate_id)
+        return aggregate
 
     async def insert(self, aggregate: A) -> bool:
         """Store a new aggregate; False if one with that id exists (the create was a replay)."""
@@ -154,32 +197,35 @@ class DocumentStore(Generic[A]):
     async def mutate(
         self,
         aggregate_id: str,
-        decide: Callable[[A], None],
+        decide: Callable[[A], T],
         *,
         message_id: str | None,
-        missing: Callable[[], A],
-    ) -> A:
+        create: Callable[[str], A] | None = None,
+    ) -> Saved[A, T]:
         """Load, let the domain decide, save; on a lost race reload and decide again.
 
-        ``missing`` builds a new aggregate or raises the domain's refusal. A message
-        already applied to this aggregate is not applied again.
+        The one load-change-save of every handler. A missing aggregate is built by
+        ``create`` (which may also raise a refusal of its own) or refused with this store's
+        ``unknown``. A message already applied to this aggregate is not applied again.
         """
         for attempt in range(SAVE_ATTEMPTS):
             aggregate = await self.get(aggregate_id)
             is_new = aggregate is None
             if aggregate is None:
-                aggregate = missing()
+                if create is None:
+                    raise self.unknown(aggregate_id)
+                aggregate = create(aggregate_id)
             if aggregate.has_applied(message_id):
-                return aggregate
-            decide(aggregate)
+                return Saved(aggregate, None, replayed=True)
+            decision = decide(aggregate)
             aggregate.mark_applied(message_id)
             if is_new:
                 if await self.insert(aggregate):
-                    return aggregate
+                    return Saved(aggregate, decision)
                 continue
             try:
                 await self.save(aggregate)
-                return aggregate
+                return Saved(aggregate, decision)
             except Conflict:
                 metrics.SAVE_CONFLICTS.labels(self.model.__name__).inc()
                 # Jittered back-off: racing writers spread out instead of colliding again.
@@ -230,23 +276,25 @@ Publish = Callable[[OutboxEntry], Awaitable[None]]
 class OutboxRelay:
     """Publishes the events stored in aggregates' outboxes, then clears them.
 
-    Woken right after each save (low latency) and by a periodic poll (recovery
-    after a crash between the save and the publish). A publish that fails leaves
-    the entry in place for the next pass: at-least-once, and consumers dedupe by
-    ``message_id`` (= ``event_id``).
+    Publishes the collections it was told to ``watch`` (a service names them in
+    ``Wiring.outboxes``), nothing else. Woken right after each save (low latency) and
+    by a periodic poll (recovery after a crash between the save and the publish). A
+    publish that fails leaves the entry in place for the next pass: at-least-once, and
+    consumers dedupe by ``message_id`` (= ``event_id``).
     """
 
-    def __init__(
-        self,
-        collections: list[AsyncCollection[Document]],
-        publish: Publish,
-        *,
-        poll_seconds: float = 1.0,
-    ) -> None:
-        self.collections = collections
+    def __init__(self, publish: Publish, *, poll_seconds: float = 1.0) -> None:
+        self.collections: list[AsyncCollection[Document]] = []
         self.publish = publish
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
+
+    async def watch(self, collections: Sequence[AsyncCollection[Document]]) -> None:
+        """Publish these collections' outboxes from now on. Each pass and each save's wake-up
+        looks for ``outbox_pending``, so that flag is indexed first (idempotent)."""
+        for collection in collections:
+            await collection.create_index("outbox_pending")
+        self.collections = [*self.collections, *collections]
 
     def wake(self) -> None:
         self._wake.set()

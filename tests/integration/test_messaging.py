@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.orders.domain import OrderLine
+from services.orders.domain import OrderLine, unknown_order
 from shared.contracts.quotes import RequestQuote
 from shared.runtime.messaging import Delivery, Route
 from shared.runtime.service import Runtime, Wiring
@@ -128,7 +128,7 @@ async def test_an_event_saved_before_a_crash_is_published_when_the_service_comes
     runtime = Runtime(
         "orders", settings
     )  # not started: we only use its store, as a crashed process
-    store = runtime.store("order_lines", OrderLine)
+    store = runtime.store("order_lines", OrderLine, unknown=unknown_order)
     line = placed_line("ol_crash", now=datetime.now(UTC))
     assert await store.insert(line)
     await runtime.mongo.close()
@@ -141,7 +141,7 @@ async def test_an_event_saved_before_a_crash_is_published_when_the_service_comes
 
 async def test_a_failed_publish_leaves_the_event_for_the_next_pass(settings: Settings) -> None:
     runtime = Runtime("orders", settings)
-    store = runtime.store("order_lines", OrderLine)
+    store = runtime.store("order_lines", OrderLine, unknown=unknown_order)
     assert await store.insert(placed_line("ol_retry", now=datetime.now(UTC)))
     published: list[str] = []
     failures = [ConnectionError("broker away")]
@@ -151,7 +151,8 @@ async def test_a_failed_publish_leaves_the_event_for_the_next_pass(settings: Set
             raise failures.pop()
         published.append(entry.routing_key)
 
-    relay = OutboxRelay([store.collection], flaky_publish)
+    relay = OutboxRelay(flaky_publish)
+    await relay.watch([store.collection])
     with pytest.raises(ConnectionError):
         await relay.drain()
     doc = await store.collection.find_one({"_id": "ol_retry"})
@@ -182,3 +183,24 @@ async def test_the_inbox_forgets_old_replies_but_a_late_resend_still_acts_once(
     assert again["result"]["order_id"] == first["result"]["order_id"]  # same line, not a new one
     lines = await system.client.ok("order.list", {"reseller_id": "r-inbox"})
     assert len(lines["orders"]) == 1
+
+
+async def test_each_service_relays_the_outboxes_it_names_and_scans_them_by_an_index(
+    system: System,
+) -> None:
+    """``Wiring.outboxes`` is the relay's whole list: each aggregate collection, indexed on
+    ``outbox_pending`` (every save and every poll looks for it)."""
+    relayed = {
+        name: sorted(collection.name for collection in runtime.relay.collections)
+        for name, runtime in system.runtimes.items()
+    }
+    assert relayed == {
+        "quotes": ["quotes"],
+        "orders": ["order_lines"],
+        "credits": ["accounts"],
+        "licensing": ["customers"],
+    }
+    for runtime in system.runtimes.values():
+        for collection in runtime.relay.collections:
+            indexes = await collection.index_information()
+            assert any(index["key"] == [("outbox_pending", 1)] for index in indexes.values())

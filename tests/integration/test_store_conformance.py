@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.basics.clock import utc_ms
-from shared.basics.errors import Conflict
+from shared.basics.errors import Conflict, ErrorCode, Refused
 from shared.runtime.store import Aggregate, Document, DocumentStore, connect
 
 pytestmark = pytest.mark.integration
@@ -29,6 +29,20 @@ pytestmark = pytest.mark.integration
 class Counter(Aggregate):
     value: int = 0
     items: list[dict[str, int]] = []
+
+
+def unknown_counter(counter_id: str) -> Refused:
+    return Refused(ErrorCode.UNKNOWN_ORDER, f"no counter {counter_id}")
+
+
+def counters(db: AsyncDatabase[Document]) -> DocumentStore[Counter]:
+    return DocumentStore(db["counters"], Counter, unknown=unknown_counter)
+
+
+def bump(c: Counter) -> int:
+    c.value += 1
+    c.items = [*c.items, {"n": c.value}]
+    return c.value
 
 
 @pytest.fixture
@@ -43,7 +57,7 @@ async def db(mongo_url: str) -> AsyncIterator[AsyncDatabase[Document]]:
 async def test_versioned_replace_lets_exactly_one_of_two_stale_writers_win(
     db: AsyncDatabase[Document],
 ) -> None:
-    store = DocumentStore(db["counters"], Counter)
+    store = counters(db)
     assert await store.insert(Counter(id="c", value=1))
     first, second = await store.get("c"), await store.get("c")
     assert first is not None and second is not None
@@ -56,7 +70,7 @@ async def test_versioned_replace_lets_exactly_one_of_two_stale_writers_win(
 
 
 async def test_insert_of_an_existing_id_reports_the_replay(db: AsyncDatabase[Document]) -> None:
-    store = DocumentStore(db["counters"], Counter)
+    store = counters(db)
     assert await store.insert(Counter(id="x"))
     assert not await store.insert(Counter(id="x", value=9))
     stored = await store.get("x")
@@ -67,24 +81,34 @@ async def test_50_concurrent_optimistic_writers_each_apply_once(
     db: AsyncDatabase[Document],
 ) -> None:
     """The pattern behind every aggregate: 50 racing increments, none lost, none doubled."""
-    store = DocumentStore(db["counters"], Counter)
+    store = counters(db)
     await store.insert(Counter(id="race"))
-
-    def bump(c: Counter) -> None:
-        c.value += 1
-        c.items = [*c.items, {"n": c.value}]
-
-    await asyncio.gather(
-        *[
-            store.mutate("race", bump, message_id=f"m{i}", missing=lambda: Counter(id="race"))
-            for i in range(50)
-        ]
+    saved = await asyncio.gather(
+        *[store.mutate("race", bump, message_id=f"m{i}") for i in range(50)]
     )
+    assert sorted(s.decision or 0 for s in saved) == list(range(1, 51))  # each saw its own
     stored = await store.get("race")
     assert stored is not None
     assert stored.value == 50
     assert sorted(i["n"] for i in stored.items) == list(range(1, 51))  # arrays stored whole
     assert stored.version == 51
+
+
+async def test_a_missing_aggregate_is_the_stores_unknown_unless_the_change_creates_it(
+    db: AsyncDatabase[Document],
+) -> None:
+    store = counters(db)
+    with pytest.raises(Refused) as unknown:
+        await store.load("nobody")
+    assert unknown.value.message == "no counter nobody"
+    with pytest.raises(Refused):
+        await store.mutate("nobody", bump, message_id="m1")
+    assert await store.get("nobody") is None
+    created = await store.mutate("new", bump, message_id="m1", create=Counter.new)
+    assert (created.decision, created.replayed, created.aggregate.version) == (1, False, 1)
+    again = await store.mutate("new", bump, message_id="m1", create=Counter.new)
+    assert (again.decision, again.replayed, again.aggregate.value) == (None, True, 1)
+    assert (await store.load("new")).value == 1
 
 
 async def test_unique_index_raises_duplicate_key(db: AsyncDatabase[Document]) -> None:
@@ -113,6 +137,7 @@ async def test_boolean_flag_query_and_aware_datetimes_round_trip(
     db: AsyncDatabase[Document],
 ) -> None:
     moment = utc_ms(datetime(2026, 2, 28, 23, 59, 59, 999_999, tzinfo=UTC))
+    await db["o"].create_index("outbox_pending")  # the outbox relay's scan (OutboxRelay.watch)
     await db["o"].insert_many(
         [
             {"_id": 1, "outbox_pending": True, "at": moment},

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from services.orders.domain import OrderLine
 from shared.basics.money import Money
+from shared.contracts.base import Space
 from shared.contracts.credits import ReservationResult
 from shared.contracts.quotes import QuoteResult
 
@@ -14,11 +15,11 @@ def eur(amount: int) -> Money:
     return Money(amount=amount, currency="EUR")
 
 
-def quote_result(*, reseller: str = "r-1", space: str = "reseller", now: datetime) -> QuoteResult:
+def quote_result(*, reseller: str = "r-1", space: Space = "reseller", now: datetime) -> QuoteResult:
     return QuoteResult(
         quote_number="Q-2026-000001",
         reseller_id=reseller,
-        space=space,  # type: ignore[arg-type]
+        space=space,
         edition="enterprise",
         billing="annual",
         list_price=eur(199900),

@@ -1,13 +1,22 @@
-"""The pure parts of the storage pattern: outbox and applied message ids (shared/store.py)."""
+"""The pure parts of the storage pattern: events, outbox and applied message ids
+(shared/runtime/store.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from shared.contracts.orders import OrderCancelled
 from shared.runtime.store import APPLIED_MESSAGES_KEPT, Aggregate
 
 AT = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
+
+
+class Reseller(Aggregate):
+    """An aggregate whose events all carry its id as ``reseller_id``."""
+
+    def event_ids(self) -> dict[str, Any]:
+        return {"reseller_id": self.id}
 
 
 def cancelled(order_id: str = "ol_1") -> OrderCancelled:
@@ -16,10 +25,16 @@ def cancelled(order_id: str = "ol_1") -> OrderCancelled:
     )
 
 
+def record_cancelled(aggregate: Aggregate, order_id: str = "ol_1") -> OrderCancelled:
+    return aggregate.record(
+        OrderCancelled, at=AT, order_id=order_id, reseller_id="r-42", correlation_id=order_id
+    )
+
+
 def test_store_recorded_events_round_trip_through_the_outbox() -> None:
     aggregate = Aggregate(id="agg-1")
-    aggregate.record(cancelled("ol_1"))
-    aggregate.record(cancelled("ol_2"))
+    assert record_cancelled(aggregate, "ol_1") == cancelled("ol_1")
+    record_cancelled(aggregate, "ol_2")
     assert aggregate.recorded() == [cancelled("ol_1"), cancelled("ol_2")]
     entry = aggregate.outbox[0]
     assert entry.routing_key == "order.cancelled"
@@ -60,15 +75,23 @@ def test_store_document_uses_mongo_id_and_flags_pending_outbox() -> None:
     assert "id" not in doc
     assert doc["version"] == 0
     assert doc["outbox_pending"] is False
-    aggregate.record(cancelled())
+    record_cancelled(aggregate)
     assert aggregate.to_document()["outbox_pending"] is True
 
 
 def test_store_document_loads_back_into_the_same_aggregate() -> None:
     aggregate = Aggregate(id="agg-1")
-    aggregate.record(cancelled())
+    record_cancelled(aggregate)
     aggregate.mark_applied("m-1")
     loaded = Aggregate.model_validate(aggregate.to_document())
     assert loaded.id == "agg-1"
     assert loaded.recorded() == [cancelled()]
     assert loaded.applied_messages == ["m-1"]
+
+
+def test_store_events_carry_the_aggregates_ids_the_time_and_the_given_fields() -> None:
+    reseller = Reseller(id="r-42")
+    event = reseller.record(OrderCancelled, at=AT, order_id="ol_9", correlation_id="ol_9")
+    assert event == cancelled("ol_9")
+    overridden = reseller.record(OrderCancelled, at=AT, order_id="ol_9", reseller_id="r-other")
+    assert (overridden.reseller_id, overridden.correlation_id) == ("r-other", None)
