@@ -35,7 +35,7 @@ import httpx
 
 from bench.common import percentile
 from testkit.broker import delete_namespace
-from testkit.contract_client import ContractClient
+from testkit.contract_client import ContractClient, read_users
 from testkit.processes import LaunchedSystem, launched_system
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -132,7 +132,9 @@ async def sold_appliance(system: LaunchedSystem) -> tuple[str, str, str, str]:
     """(email, token, appliance id, appliance secret) after a real sale and registration."""
     licensing = system.url("licensing")
     async with (
-        ContractClient(AMQP_URL, system.namespace) as client,
+        ContractClient(
+            AMQP_URL, system.namespace, read_users(system.data_dir / "broker-users.json")
+        ) as client,
         httpx.AsyncClient(timeout=10) as http,
     ):
         order = await client.ok(

@@ -23,7 +23,7 @@ import httpx
 
 from bench.common import raw_round_trips, summary
 from testkit.broker import delete_namespace
-from testkit.contract_client import ContractClient
+from testkit.contract_client import ContractClient, read_users
 from testkit.processes import LaunchedSystem, launched_system
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -84,7 +84,9 @@ STAGES = (
 
 async def measure(system: LaunchedSystem, sales: int) -> tuple[list[dict[str, float]], list[float]]:
     async with (
-        ContractClient(AMQP_URL, system.namespace) as client,
+        ContractClient(
+            AMQP_URL, system.namespace, read_users(system.data_dir / "broker-users.json")
+        ) as client,
         httpx.AsyncClient(timeout=10) as http,
     ):
         await one_sale(system, client, http, -1)  # warm-up

@@ -2,19 +2,27 @@
 
 Quorum queues are Raft clusters: creating and deleting thousands of them in one run
 wedged a RabbitMQ 3.10 node here. So a test session declares its queues once, in one
-namespace; between tests they are purged, and the namespace is deleted at the end.
+virtual host of its own with its own broker users (CONTRACT.md, Identities); between
+tests the queues are purged, and the virtual host and users are deleted at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+from uuid import uuid4
 
 import aio_pika
 
 from shared.contracts import REGISTRY
+from shared.runtime.identity import Credentials, read_users
 from shared.runtime.settings import SERVICES
 from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
+from tools import broker_users
 
 
 async def _each_queue(amqp_url: str, names: Iterable[str], *, delete: bool) -> None:
@@ -52,3 +60,55 @@ async def delete_namespace(
         channel = await connection.channel()
         for exchange in (COMMANDS, EVENTS, DEAD_LETTERS_EXCHANGE):
             await channel.exchange_delete(namespace + exchange)
+
+
+@dataclass(frozen=True)
+class BrokerSession:
+    """A test session's own corner of the broker: a virtual host, every role's user
+    (``<prefix><role>``), and ``guest`` with all rights there, standing for anyone with
+    broker access (the observer of events and dead letters, and the attacker)."""
+
+    admin_url: str
+    vhost: str
+    prefix: str
+    users_file: Path
+
+    def users(self) -> dict[str, Credentials]:
+        return read_users(self.users_file)
+
+    def url_of(self, role: str) -> str:
+        """An AMQP URL connecting as ``role``'s user."""
+        credentials = self.users()[role]
+        parts = urlsplit(self.admin_url)
+        auth = f"{quote(credentials.username, safe='')}:{quote(credentials.password, safe='')}"
+        netloc = f"{auth}@{parts.hostname}:{parts.port or 5672}"
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def with_vhost(amqp_url: str, vhost: str) -> str:
+    parts = urlsplit(amqp_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+
+
+def open_session(amqp_url: str, workdir: Path, *, kind: str = "t") -> BrokerSession:
+    """Create a virtual host and the users of every role (one rabbitmqctl call)."""
+    run = uuid4().hex[:10]
+    vhost = f"xo-{kind}{run}"
+    prefix = f"{kind}{run}-"
+    users_file = workdir / "broker-users.json"
+    users = broker_users.credentials_for(users_file, prefix=prefix)
+    document = broker_users.definitions(users, vhost=vhost, namespace="")
+    guest = urlsplit(amqp_url).username or "guest"
+    document["permissions"].append(
+        {"user": guest, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+    )
+    broker_users.import_definitions(document)
+    return BrokerSession(with_vhost(amqp_url, vhost), vhost, prefix, users_file)
+
+
+def close_session(session: BrokerSession) -> None:
+    """Delete the virtual host (its queues and exchanges with it) and the users."""
+    ctl = broker_users.rabbitmqctl()
+    if ctl is not None:
+        subprocess.run([ctl, "delete_vhost", session.vhost], capture_output=True, timeout=120)
+    broker_users.delete_users(session.users().values())

@@ -15,7 +15,9 @@ from uuid import uuid4
 
 import httpx
 
+from shared.runtime.identity import Credentials, read_users
 from shared.runtime.settings import SERVICES
+from tools import broker_users
 from tools.embedded_mongo import free_port
 
 
@@ -26,6 +28,11 @@ class LaunchedSystem:
     api_token: str
     process: subprocess.Popen[bytes]
     log: Path
+    data_dir: Path
+
+    def users(self) -> dict[str, Credentials]:
+        """The broker users the launcher provisioned (``DATA_DIR/broker-users.json``)."""
+        return read_users(self.data_dir / "broker-users.json")
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -43,12 +50,14 @@ def launched_system(
 
     ``settings`` are extra environment variables (e.g. a benchmark's higher limits)."""
     ports = {s: free_port() for s in SERVICES}
-    namespace = f"e{uuid4().hex[:10]}."
+    run = uuid4().hex[:10]
+    namespace = f"e{run}."
     token = uuid4().hex
     env = {
         **os.environ,
         "AMQP_URL": amqp_url,
         "AMQP_NAMESPACE": namespace,
+        "AMQP_USER_PREFIX": f"e{run}-",  # the launcher provisions these users, as make run does
         "DATA_DIR": str(workdir / "data"),
         "RESELLER_API_TOKEN": token,
         "LOG_FORMAT": "json",
@@ -61,7 +70,7 @@ def launched_system(
         process = subprocess.Popen(
             [sys.executable, "-m", "tools.launcher"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    system = LaunchedSystem(namespace, ports, token, process, log)
+    system = LaunchedSystem(namespace, ports, token, process, log, workdir / "data")
     try:
         _wait_ready(system, ready_timeout)
         yield system
@@ -73,6 +82,8 @@ def launched_system(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if (workdir / "data" / "broker-users.json").exists():
+            broker_users.delete_users(system.users().values())
 
 
 def _wait_ready(system: LaunchedSystem, timeout: float) -> None:

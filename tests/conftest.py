@@ -7,16 +7,14 @@ unless ``MONGODB_URL`` points at another server; the broker is the real RabbitMQ
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 from shared.runtime.settings import Settings
-from testkit.broker import delete_namespace
+from testkit.broker import BrokerSession, close_session, open_session
 from tests.support.system import System, make_settings, running_system
 from tools.embedded_mongo import EmbeddedMongo
 
@@ -24,8 +22,17 @@ AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
-    return AMQP_URL
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSession]:
+    """The session's virtual host and broker users (created once, deleted at the end)."""
+    session = open_session(AMQP_URL, tmp_path_factory.mktemp("broker"))
+    yield session
+    close_session(session)
+
+
+@pytest.fixture(scope="session")
+def amqp_url(broker: BrokerSession) -> str:
+    """``guest`` on the session's virtual host: the observer (and the attacker)."""
+    return broker.admin_url
 
 
 @pytest.fixture(scope="session")
@@ -40,18 +47,14 @@ def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def namespace(amqp_url: str) -> Iterator[str]:
-    """One broker namespace for the whole session (queues are purged between tests)."""
-    name = f"t{uuid4().hex[:10]}."
-    yield name
-    asyncio.run(delete_namespace(amqp_url, name, extra_services=("probe",)))
+def namespace() -> str:
+    """No name prefix: the session's virtual host keeps it apart from every other run."""
+    return ""
 
 
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path) -> Settings:
-    return make_settings(
-        amqp_url=amqp_url, mongo_url=mongo_url, namespace=namespace, data_dir=tmp_path / "data"
-    )
+def settings(broker: BrokerSession, mongo_url: str, tmp_path: Path) -> Settings:
+    return make_settings(broker=broker, mongo_url=mongo_url, data_dir=tmp_path / "data")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from shared.basics.errors import ErrorCode
 from shared.contracts import REGISTRY, Command, ErrorBody, Message, Query
+from shared.contracts.identities import OUTSIDE_ROLES, SERVICE_ROLES, allowed_publishers
 from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
 
 JSONObject = dict[str, Any]
@@ -44,6 +45,7 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     "x-original-routing-key": "Its routing key (also kept as the dead letter's routing key).",
     "x-rejected-by": "The service that refused it (quotes, orders, credits, licensing).",
     "x-rejected-at": "When it was refused (ISO 8601, UTC).",
+    "x-original-publisher": "The validated user_id of whoever published it (may be empty).",
 }
 
 DESCRIPTION = f"""\
@@ -66,6 +68,18 @@ do not edit by hand.
   A command sent without `reply_to` that is refused publishes `command.rejected`.
 - Each service consumes through its own durable quorum queue named
   `<service>.<routing key>`, with a delivery limit.
+
+## Identities
+Every process connects as its own RabbitMQ user, `<prefix><role>` (prefix `xo-` by
+default), and sets the AMQP `user_id` property to it (RabbitMQ refuses a mismatch).
+Roles: the services {", ".join(f"`{r}`" for r in SERVICE_ROLES)}; outside them
+{", ".join(f"`{r}`" for r in OUTSIDE_ROLES)}. Each message below lists in
+`x-allowed-publishers` the roles whose messages of that kind are applied: a command
+from another role is answered `forbidden` (or `command.rejected`), an event from
+another publisher is never applied; both are dead-lettered with reason
+`unauthorized_publisher`. Topic permissions let each user publish only those routing
+keys. A `message_id` reused with another routing key or body is refused with
+`idempotency_key_reused`; nothing is applied.
 
 ## Dead letters
 A message that fails validation (not JSON, wrong fields, no `message_id`) is moved to
@@ -190,6 +204,8 @@ def _message(
         "tags": [{"name": kind}],
         "title": key,
         "x-schema-version": model.SCHEMA_VERSION,
+        # CONTRACT.md, Identities: whose messages of this kind a consumer applies
+        "x-allowed-publishers": sorted(allowed_publishers(model)),
     }
     examples = schemas.get(payload, {}).get("examples")
     if isinstance(examples, list) and examples:

@@ -25,6 +25,13 @@ def free_port() -> int:
         return port
 
 
+def _private(path: Path) -> Path:
+    """``path``, created owner-only if it does not exist yet."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    return path
+
+
 class EmbeddedMongo:
     """One nx-27017 process; ``start()`` returns its URL once it answers ping."""
 
@@ -38,7 +45,10 @@ class EmbeddedMongo:
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 30.0) -> str:
+        # The store holds order lines, customers' emails and proofs: owner-only, like every
+        # file it creates (umask 077 in the server process).
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         pid_file = self.data_dir / "nx-27017.pid"
         pid_file.unlink(missing_ok=True)  # a stale pid file from a killed run must not block us
         log_file = self.data_dir / "nx-27017.log"
@@ -59,7 +69,8 @@ class EmbeddedMongo:
                 str(pid_file),
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(self.data_dir / "nx-27017.stderr").open("ab"),
+            stderr=_private(self.data_dir / "nx-27017.stderr").open("ab"),
+            umask=0o077,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,7 +1,9 @@
 """``make run``: the whole system in the foreground.
 
-Starts the embedded MongoDB wire server unless ``MONGODB_URL`` is set, then the four
-services as separate processes; Ctrl-C or SIGTERM stops them all, cleanly.
+Starts the embedded MongoDB wire server unless ``MONGODB_URL`` is set, provisions the
+broker users on a local RabbitMQ (CONTRACT.md, Identities), then the four services as
+separate processes, each connecting as its own user; Ctrl-C or SIGTERM stops them all,
+cleanly.
 """
 
 from __future__ import annotations
@@ -12,10 +14,29 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from urllib.parse import urlsplit
 
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.settings import SERVICES, Settings
+from tools import broker_users
 from tools.embedded_mongo import EmbeddedMongo
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def provision_local_broker(settings: Settings) -> bool:
+    """On a local broker (and with ``rabbitmqctl``), create or update every role's user;
+    elsewhere the operator provides them (BROKER_USERS_FILE or each process's AMQP_URL)."""
+    host = urlsplit(settings.amqp_url).hostname
+    if host not in LOCAL_HOSTS or broker_users.rabbitmqctl() is None:
+        return False
+    broker_users.provision(
+        amqp_url=settings.amqp_url,
+        namespace=settings.amqp_namespace,
+        prefix=settings.amqp_user_prefix,
+        users_file=settings.users_file(),
+    )
+    return True
 
 
 def main() -> int:
@@ -28,6 +49,8 @@ def main() -> int:
         embedded = EmbeddedMongo(settings.data_dir / "mongo")
         env["MONGODB_URL"] = embedded.start()
         log.info("embedded_store_started", url=env["MONGODB_URL"], data_dir=str(embedded.data_dir))
+    if provision_local_broker(settings):
+        log.info("broker_users_provisioned", users_file=str(settings.users_file()))
 
     stopping = False
 

@@ -42,7 +42,7 @@ def router(deps: LicensingDeps) -> APIRouter:
         responses=REGISTER_RESPONSES,
     )
     async def register(body: RegisterAppliance, request: Request) -> Registration:
-        # The TCP peer, or the client a trusted proxy names (FORWARDED_ALLOW_IPS).
+        # The TCP peer, or the client a trusted proxy names (TRUSTED_PROXIES).
         source = request.client.host if request.client else "unknown"
         return await handlers.register_appliance(body, source=source, deps=deps)
 

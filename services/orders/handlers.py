@@ -76,10 +76,11 @@ async def _open_line(
     """Price a new line from its quote (quotes) and its reservation (credits), then store it.
 
     Each call to another service is idempotent per order id and carries a message id
-    derived from this delivery, so a redelivered command repeats nothing.
+    derived from the order id (itself derived from the reseller and the placing message),
+    so a redelivered command repeats nothing and two orders never share a call's id.
     """
     quote = await deps.bus.call(
-        redeem, QuoteResult, message_id=delivery.derived_id("redeem"), correlation_id=order_id
+        redeem, QuoteResult, message_id=f"{order_id}/redeem", correlation_id=order_id
     )
     note = credit_note or Money.zero(quote.list_price.currency)
     reservation = await deps.bus.call(
@@ -92,7 +93,7 @@ async def _open_line(
             first_sale_requested=quote.first_sale,
         ),
         ReservationResult,
-        message_id=delivery.derived_id("reserve"),
+        message_id=f"{order_id}/reserve",
         correlation_id=order_id,
     )
     line = OrderLine.place(
@@ -239,14 +240,16 @@ async def cancel_order(
 async def review_proof(
     cmd: ReviewProof, delivery: Delivery, *, deps: OrdersDeps
 ) -> OrderStatusResult:
-    """``proof.review`` (O4), by operations."""
+    """``proof.review`` (O4), by operations. The reviewer is the operator the operations
+    client names, recorded with the broker identity that published the review."""
+    reviewer = f"{cmd.reviewer} via {delivery.publisher or 'unknown publisher'}"
 
     def decide(line: OrderLine) -> None:
         if cmd.decision == "accept":
-            line.accept_proof(reviewer=cmd.reviewer, now=deps.clock.now())
+            line.accept_proof(reviewer=reviewer, now=deps.clock.now())
         else:
             line.reject_proof(
-                reviewer=cmd.reviewer,
+                reviewer=reviewer,
                 reason=cmd.reason,
                 now=deps.clock.now(),
                 unpaid_ttl=deps.unpaid_ttl,

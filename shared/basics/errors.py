@@ -13,6 +13,9 @@ class ErrorCode(StrEnum):
     """Every refusal code the product can answer with (snake_case, stable)."""
 
     INVALID_MESSAGE = "invalid_message"
+    # trust boundary (CONTRACT.md, Identities)
+    FORBIDDEN = "forbidden"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     # quotes
     UNKNOWN_EDITION = "unknown_edition"
     UNKNOWN_QUOTE = "unknown_quote"
@@ -52,6 +55,16 @@ class ErrorCode(StrEnum):
     # transport
     UNAUTHORISED = "unauthorised"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    STORE_UNAVAILABLE = "store_unavailable"
+    BUSY = "busy"
+    # HTTP edge: the framework's own errors, in the same envelope
+    BAD_REQUEST = "bad_request"
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BODY_TOO_LARGE = "body_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
+    INTERNAL_ERROR = "internal_error"
 
 
 class Refused(Exception):

@@ -3,13 +3,21 @@
 A service declares ``Route(MessageModel, handler)`` pairs; for each, a quorum queue
 is consumed with manual acknowledgement and this runtime does, per delivery:
 
-1. a message id already answered -> the same reply again, nothing applied twice;
-2. body not JSON or not valid for the model -> dead-lettered to ``reseller.dlx``
+1. no ``message_id`` -> dead-lettered, and an ``invalid_message`` reply if one was asked;
+2. a publisher whose role may not send this message (``shared.contracts.identities``;
+   its ``user_id`` is validated by RabbitMQ) -> never applied: a ``forbidden`` reply or
+   ``command.rejected``, and dead-lettered with reason ``unauthorized_publisher``;
+3. body not JSON or not valid for the model -> dead-lettered to ``reseller.dlx``
    with the reason in its headers (and an ``invalid_message`` reply if asked);
-3. the handler's ``Refused`` -> ``{"ok": false, ...}`` reply, or ``command.rejected``
+4. the message id is claimed in the inbox with its routing key and body digest: a
+   resend gets the first answer again, the same id with another request is refused
+   with ``idempotency_key_reused``, nothing applied;
+5. the handler's ``Refused`` -> ``{"ok": false, ...}`` reply, or ``command.rejected``
    when there is no ``reply_to``;
-4. any other exception is transient -> nack and redelivery, until the queue's
+6. any other exception is transient -> nack and redelivery, until the queue's
    delivery limit dead-letters it. The consumer never crash-loops.
+
+Everything this runtime publishes carries the service's own ``user_id``.
 """
 
 from __future__ import annotations
@@ -31,10 +39,13 @@ from pydantic import BaseModel, ValidationError
 from shared.basics.clock import Clock
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts import REGISTRY, Command, ErrorBody, Event, Message, Query, Reply
+from shared.contracts.identities import allowed_publishers, may_publish, role_of
 from shared.contracts.system import CommandRejected
 from shared.runtime import metrics
+from shared.runtime.identity import BrokerIdentity
+from shared.runtime.inbox import Inbox, body_digest
 from shared.runtime.logging import get_logger
-from shared.runtime.store import Inbox, OutboxEntry
+from shared.runtime.store import OutboxEntry
 from shared.runtime.topology import Topology
 
 log = get_logger(__name__)
@@ -49,10 +60,7 @@ class Delivery:
     message_id: str
     correlation_id: str | None
     routing_key: str
-
-    def derived_id(self, purpose: str) -> str:
-        """A stable id for a message this one causes: a redelivery causes the same id."""
-        return f"{self.message_id}/{purpose}"
+    publisher: str | None = None  # the validated broker user (``user_id``) that sent it
 
 
 Handler = Callable[[Any, Delivery], Awaitable[BaseModel | None]]
@@ -87,6 +95,8 @@ class Bus:
         topology: Topology,
         *,
         service: str,
+        identity: BrokerIdentity,
+        user_prefix: str,
         inbox: Inbox,
         clock: Clock,
         rpc_timeout: float = 10.0,
@@ -94,6 +104,8 @@ class Bus:
         self.broker = broker
         self.topology = topology
         self.service = service
+        self.identity = identity
+        self.user_prefix = user_prefix
         self.inbox = inbox
         self.clock = clock
         self.rpc_timeout = rpc_timeout
@@ -112,6 +124,7 @@ class Bus:
             message_type=entry.routing_key,
             timestamp=entry.occurred_at,
             headers={"schema-version": REGISTRY[entry.routing_key].SCHEMA_VERSION},
+            user_id=self.identity.user_id,
             persist=True,
         )
         metrics.EVENTS_PUBLISHED.labels(self.service, entry.routing_key).inc()
@@ -140,6 +153,7 @@ class Bus:
                 message_id=message_id,
                 correlation_id=correlation_id,
                 content_type=JSON,
+                user_id=self.identity.user_id,
                 timeout=self.rpc_timeout,
             )
         except TimeoutError as exc:
@@ -191,17 +205,22 @@ class Bus:
 
     async def _handle(self, route: Route, message: RabbitMessage) -> str:
         raw = message.raw_message
-        message_id = raw.message_id
-        remembers = not issubclass(route.message, Query)
-        if not message_id:  # aio-pika and aiormq always set one; other AMQP clients may not
-            await self.dead_letter(message, "missing message_id: every message needs a unique one")
+        key = route.message.ROUTING_KEY
+        message_id = (raw.message_id or "").strip()
+        if not message_id:  # aiormq always sets one; other AMQP clients may not, or send blanks
+            reason = "missing message_id: every message needs a unique one"
+            await self._refuse(message, route, ErrorCode.INVALID_MESSAGE, reason, message_id="")
+            await self.dead_letter(message, reason)
             return "invalid"
-        if remembers and (seen := await self.inbox.seen(self.service, message_id)) is not None:
-            if raw.reply_to and seen.reply is not None:
-                await self._reply(message, seen.reply.encode())
-            await message.ack()
-            log.info("message_duplicate_skipped")
-            return "duplicate"
+        role = role_of(raw.user_id, self.user_prefix)
+        if not may_publish(role, route.message):
+            allowed = ", ".join(sorted(allowed_publishers(route.message))) or "nobody"
+            reason = f"{raw.user_id or 'a publisher with no user_id'} may not publish {key}"
+            await self._refuse(message, route, ErrorCode.FORBIDDEN, reason, message_id=message_id)
+            await self.dead_letter(
+                message, f"unauthorized_publisher: {reason} (allowed: {allowed})"
+            )
+            return "unauthorized"
         try:
             payload = route.message.model_validate_json(raw.body)
         except ValidationError as exc:
@@ -214,10 +233,36 @@ class Bus:
                 )
             return "invalid"
 
+        remembers = not issubclass(route.message, Query)
+        if remembers:
+            earlier = await self.inbox.claim(
+                self.service, message_id, routing_key=key, body=raw.body, at=self.clock.now()
+            )
+            if earlier is not None and not earlier.same_request(key, body_digest(key, raw.body)):
+                reason = (
+                    f"message_id {message_id} was already used for another request "
+                    f"({earlier.routing_key or 'unknown'}); use a new id for a new request"
+                )
+                await self._refuse(
+                    message, route, ErrorCode.IDEMPOTENCY_KEY_REUSED, reason, message_id=message_id
+                )
+                if not issubclass(route.message, Command):  # nobody to answer: keep it
+                    await self.dead_letter(message, f"idempotency_key_reused: {reason}")
+                else:
+                    await message.ack()
+                return "refused"
+            if earlier is not None and earlier.done:
+                if raw.reply_to and earlier.reply is not None:
+                    await self._reply(message, earlier.reply.encode())
+                await message.ack()
+                log.info("message_duplicate_skipped")
+                return "duplicate"
+
         delivery = Delivery(
             message_id=message_id,
             correlation_id=raw.correlation_id,
-            routing_key=route.message.ROUTING_KEY,
+            routing_key=key,
+            publisher=raw.user_id,
         )
         outcome = "ok"
         try:
@@ -229,24 +274,47 @@ class Bus:
             body = reply_body(error=error)
             log.info("command_refused", code=str(refusal.code), reason=refusal.message)
             if not raw.reply_to and isinstance(payload, Command):
-                await self.publish_event(
-                    CommandRejected(
-                        command=route.message.ROUTING_KEY,
-                        message_id=message_id,
-                        error=error,
-                        occurred_at=self.clock.now(),
-                        correlation_id=raw.correlation_id,
-                    ),
-                    message_id=delivery.derived_id("rejected"),
-                )
+                await self._publish_rejection(key, message_id, error, raw.correlation_id)
         if raw.reply_to and body is not None:
             await self._reply(message, body)
         if remembers:
-            await self.inbox.remember(
-                self.service, message_id, body.decode() if body else None, self.clock.now()
+            await self.inbox.complete(
+                self.service,
+                message_id,
+                reply=body.decode() if body else None,
+                at=self.clock.now(),
             )
         await message.ack()
         return outcome
+
+    async def _refuse(
+        self, message: RabbitMessage, route: Route, code: ErrorCode, reason: str, *, message_id: str
+    ) -> None:
+        """Answer a refusal decided before any handler ran: the reply if one was asked,
+        else ``command.rejected`` for a command that has an id to name."""
+        raw = message.raw_message
+        error = ErrorBody(code=code, message=reason)
+        log.warning("message_refused", code=str(code), reason=reason, publisher=raw.user_id)
+        if raw.reply_to:
+            await self._reply(message, reply_body(error=error))
+        elif issubclass(route.message, Command) and message_id:
+            await self._publish_rejection(
+                route.message.ROUTING_KEY, message_id, error, raw.correlation_id
+            )
+
+    async def _publish_rejection(
+        self, command: str, message_id: str, error: ErrorBody, correlation_id: str | None
+    ) -> None:
+        await self.publish_event(
+            CommandRejected(
+                command=command,
+                message_id=message_id,
+                error=error,
+                occurred_at=self.clock.now(),
+                correlation_id=correlation_id,
+            ),
+            message_id=f"{message_id}/rejected",
+        )
 
     async def _reply(self, message: RabbitMessage, body: bytes) -> None:
         raw = message.raw_message
@@ -255,6 +323,7 @@ class Bus:
             routing_key=raw.reply_to or "",
             correlation_id=raw.correlation_id,
             content_type=JSON,
+            user_id=self.identity.user_id,
             mandatory=False,
         )
 
@@ -266,6 +335,7 @@ class Bus:
         headers.update(
             {
                 "x-death-reason": reason[:4000],
+                "x-original-publisher": raw.user_id or "",
                 "x-original-exchange": raw.exchange or "",
                 "x-original-routing-key": key,
                 "x-rejected-by": self.service,
@@ -280,6 +350,7 @@ class Bus:
             correlation_id=raw.correlation_id,
             content_type=raw.content_type,
             headers=headers,
+            user_id=self.identity.user_id,
             persist=True,
         )
         await message.ack()

@@ -20,14 +20,15 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 
 from shared.basics.clock import Clock, SystemClock
-from shared.runtime.http import add_edge
+from shared.runtime.http import add_edge, admin_app
+from shared.runtime.identity import BrokerIdentity
+from shared.runtime.inbox import Inbox
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.messaging import Bus, Route
 from shared.runtime.settings import Settings
 from shared.runtime.store import (
     Aggregate,
     DocumentStore,
-    Inbox,
     OutboxRelay,
     Unknown,
     connect,
@@ -45,6 +46,9 @@ class Wiring:
 
     routes: list[Route]
     http: APIRouter | None = None
+    # Routes that take files: (path regex, body limit in bytes); every other request is
+    # limited to a few KB before it is read (shared.runtime.http.BodyLimit).
+    large_bodies: list[tuple[str, int]] = field(default_factory=list)
     setup: Callable[[], Awaitable[None]] | None = None  # indexes, keys: run once at start
     # The stores whose outboxes the relay publishes (indexed on ``outbox_pending`` at start).
     # A store left out here never has its events published.
@@ -66,8 +70,15 @@ class Runtime:
         self.service = service
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
+        # Its own broker user, or no start at all (CONTRACT.md, Identities).
+        self.identity = BrokerIdentity.resolve(
+            role=service,
+            amqp_url=settings.amqp_url,
+            prefix=settings.amqp_user_prefix,
+            users_file=settings.users_file(),
+        )
         self.broker = RabbitBroker(
-            settings.amqp_url,
+            self.identity.url,
             logger=None,  # per-message framework logs cost throughput; we log our own events
             default_channel=Channel(prefetch_count=settings.prefetch),
             graceful_timeout=10.0,
@@ -80,6 +91,8 @@ class Runtime:
             self.broker,
             self.topology,
             service=service,
+            identity=self.identity,
+            user_prefix=settings.amqp_user_prefix,
             inbox=self.inbox,
             clock=self.clock,
             rpc_timeout=settings.rpc_timeout_seconds,
@@ -97,7 +110,7 @@ class Runtime:
     async def start(self, wiring: Wiring) -> None:
         await self.broker.connect()
         await self.topology.declare(self.broker)
-        await self.inbox.collection.create_index("at")
+        await self.inbox.create_indexes()
         if wiring.setup is not None:
             await wiring.setup()
         await self.relay.watch([store.collection for store in wiring.outboxes])
@@ -147,7 +160,8 @@ class Runtime:
 
 
 def http_app(runtime: Runtime, wiring: Wiring, *, title: str) -> FastAPI:
-    """The service's ASGI app; its lifespan starts and stops the runtime."""
+    """The service's public ASGI app; its lifespan starts and stops the runtime. Its docs
+    and metrics are on the admin app only."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -157,25 +171,61 @@ def http_app(runtime: Runtime, wiring: Wiring, *, title: str) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, version="1", lifespan=lifespan)
-    add_edge(app, service=runtime.service, ready=runtime.readiness)
+    app = FastAPI(
+        title=title,
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    add_edge(
+        app,
+        service=runtime.service,
+        ready=runtime.readiness,
+        large_bodies=wiring.large_bodies,
+        trusted_proxies=runtime.settings.trusted_proxies,
+    )
     if wiring.http is not None:
         app.include_router(wiring.http)
     return app
 
 
+async def _serve_both(public: uvicorn.Server, admin: uvicorn.Server) -> None:
+    """Run both listeners; when one stops (SIGTERM reaches one of them), stop the other."""
+    tasks = [asyncio.create_task(public.serve()), asyncio.create_task(admin.serve())]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    public.should_exit = admin.should_exit = True
+    await asyncio.gather(*tasks)
+
+
 def serve(service: str, wire: Callable[[Runtime], Wiring], *, title: str) -> None:
-    """Entry point of ``python -m services.<service>``: run until SIGTERM or Ctrl-C."""
+    """Entry point of ``python -m services.<service>``: run until SIGTERM or Ctrl-C.
+
+    Two listeners: the public one (API, ``/health``, ``/ready``) on ``HTTP_HOST:<port>``
+    and the admin one (``/metrics``, ``/docs``, ``/openapi.json``) on
+    ``ADMIN_HOST:<admin port>``, 127.0.0.1 unless configured otherwise."""
     settings = Settings()
     configure_logging(service=service, fmt=settings.log_format, level=settings.log_level)
     runtime = Runtime(service, settings)
     app = http_app(runtime, wire(runtime), title=title)
-    config = uvicorn.Config(
+    public = uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.port_of(service),
         log_config=None,
         access_log=False,
         lifespan="on",
+        proxy_headers=False,  # shared.runtime.http.ClientAddress decides, strictly
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers
     )
-    uvicorn.Server(config).run()
+    admin = uvicorn.Config(
+        admin_app(app, service=service, ready=runtime.readiness),
+        host=settings.admin_host,
+        port=settings.admin_port_of(service),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    asyncio.run(_serve_both(uvicorn.Server(public), uvicorn.Server(admin)))

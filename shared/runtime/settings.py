@@ -11,7 +11,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("quotes", "orders", "credits", "licensing")
+from shared.contracts.identities import SERVICE_ROLES
+
+#: The domain services the launcher runs, each as its own process and broker user.
+SERVICES: tuple[str, ...] = SERVICE_ROLES
 
 
 class Settings(BaseSettings):
@@ -27,12 +30,26 @@ class Settings(BaseSettings):
     mongodb_url: str | None = None
     mongodb_db_prefix: str = "xo_"
     data_dir: Path = Path(".data")
+    # Broker identities (CONTRACT.md, Identities): each process connects as its own user,
+    # ``<AMQP_USER_PREFIX><role>``, with the password from BROKER_USERS_FILE (default
+    # DATA_DIR/broker-users.json, written when the users are provisioned) or from AMQP_URL.
+    amqp_user_prefix: str = "xo-"
+    broker_users_file: Path | None = None
 
     quotes_port: int = 8101
     orders_port: int = 8102
     credits_port: int = 8103
     licensing_port: int = 8104
     http_host: str = "127.0.0.1"
+    # The admin listener (/metrics, /docs, /openapi.json): never the public one. Its port
+    # is <SERVICE>_ADMIN_PORT, by default the service's port + 100 (8201-8204).
+    admin_host: str = "127.0.0.1"
+    quotes_admin_port: int | None = None
+    orders_admin_port: int | None = None
+    credits_admin_port: int | None = None
+    licensing_admin_port: int | None = None
+    # Proxies (addresses or networks) whose X-Forwarded-For is believed; nobody by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     reseller_api_token: str | None = None
     license_signing_key: str | None = None
@@ -58,8 +75,8 @@ class Settings(BaseSettings):
     )
 
     # Licensing (L2, L3, L5, L6). Registration attempts are limited per client address
-    # (the TCP peer; behind a reverse proxy set FORWARDED_ALLOW_IPS to the proxy so that
-    # uvicorn takes the client from X-Forwarded-For) and per email, over a sliding window.
+    # (the TCP peer; behind a reverse proxy list it in TRUSTED_PROXIES so that the client
+    # is taken from X-Forwarded-For) and per email, over a sliding window.
     registration_window_seconds: int = Field(default=900, ge=1)
     registration_attempts_per_source: int = Field(default=20, ge=1)
     registration_attempts_per_email: int = Field(default=10, ge=1)
@@ -68,6 +85,13 @@ class Settings(BaseSettings):
     license_expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
     # A signed licence is valid offline at most this long, and never past plan end + grace.
     license_offline_days: int = Field(default=30, ge=1)
+
+    def users_file(self) -> Path:
+        return self.broker_users_file or self.data_dir / "broker-users.json"
+
+    def admin_port_of(self, service: str) -> int:
+        port: int | None = getattr(self, f"{service}_admin_port", None)
+        return port if port is not None else self.port_of(service) + 100
 
     def port_of(self, service: str) -> int:
         """The HTTP port of a service (each overridable by its own variable)."""

@@ -5,8 +5,8 @@
   the ``OutboxRelay`` publishes them with publisher confirms, then clears them.
 - ``applied_messages`` inside the aggregate makes a state change and the record
   that it was applied one atomic write: a redelivered command changes nothing twice.
-- ``Inbox`` keeps the reply given to each message id, so a resent request gets the
-  same answer.
+- The inbox (``shared.runtime.inbox``) binds each message id to its request and keeps
+  the reply, so a resent request gets the same answer.
 
 Only single-document operations are used: the embedded server does not isolate
 multi-document transactions, and production must not need them either.
@@ -231,43 +231,6 @@ class DocumentStore(Generic[A]):
                 # Jittered back-off: racing writers spread out instead of colliding again.
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise Conflict(f"{self.model.__name__} {aggregate_id}: too many concurrent writers")
-
-
-class InboxRecord(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: str = Field(alias="_id")
-    reply: str | None = None
-    at: datetime
-
-
-class Inbox:
-    """What each consumer has applied, with the reply it gave (idempotent consumption)."""
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self.collection = collection
-
-    @staticmethod
-    def _key(consumer: str, message_id: str) -> str:
-        return f"{consumer}:{message_id}"
-
-    async def seen(self, consumer: str, message_id: str) -> InboxRecord | None:
-        doc = await self.collection.find_one({"_id": self._key(consumer, message_id)})
-        return None if doc is None else InboxRecord.model_validate(doc)
-
-    async def purge(self, older_than: datetime) -> int:
-        """Forget replies older than the retention: a resend that late is answered from the
-        aggregate's own ``applied_messages`` (effects stay exactly-once), not replayed."""
-        result = await self.collection.delete_many({"at": {"$lt": older_than}})
-        return result.deleted_count
-
-    async def remember(
-        self, consumer: str, message_id: str, reply: str | None, at: datetime
-    ) -> None:
-        record = InboxRecord(id=self._key(consumer, message_id), reply=reply, at=at)
-        # A concurrent redelivery may have recorded it first; the effect was applied once.
-        with contextlib.suppress(DuplicateKeyError):
-            await self.collection.insert_one(record.model_dump(by_alias=True))
 
 
 Publish = Callable[[OutboxEntry], Awaitable[None]]

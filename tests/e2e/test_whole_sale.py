@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from testkit.broker import delete_namespace
-from testkit.contract_client import ContractClient
+from testkit.contract_client import ContractClient, read_users
 from testkit.processes import LaunchedSystem, launched_system
 from tests.support.licensing import verify_offline
 
@@ -35,7 +35,9 @@ def launched(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 async def client(launched: LaunchedSystem, amqp_url: str) -> AsyncIterator[ContractClient]:
-    async with ContractClient(amqp_url, launched.namespace) as contract_client:
+    # An outside system: it knows the broker's address and DATA_DIR/broker-users.json.
+    users = read_users(launched.data_dir / "broker-users.json")
+    async with ContractClient(amqp_url, launched.namespace, users) as contract_client:
         yield contract_client
 
 

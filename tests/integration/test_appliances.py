@@ -13,6 +13,7 @@ import pytest
 from services.licensing.app import wire as wire_licensing
 from shared.runtime.service import Runtime, http_app
 from shared.runtime.settings import Settings
+from testkit.broker import BrokerSession
 from tests.support.flows import bound_order
 from tests.support.licensing import (
     ApplianceClient,
@@ -29,12 +30,11 @@ PER_EMAIL, PER_SOURCE = 4, 8
 
 
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path) -> Settings:
+def settings(broker: BrokerSession, mongo_url: str, tmp_path: Path) -> Settings:
     """Small limits, so that a test reaches them in a few requests."""
     return make_settings(
-        amqp_url=amqp_url,
+        broker=broker,
         mongo_url=mongo_url,
-        namespace=namespace,
         data_dir=tmp_path / "data",
         registration_attempts_per_email=PER_EMAIL,
         registration_attempts_per_source=PER_SOURCE,

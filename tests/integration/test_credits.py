@@ -51,8 +51,12 @@ async def test_c1_first_sale_credit_granted_once_under_duplicated_delivery(syste
     accepted = await system.client.wait_event("proof.accepted", lambda b: b["order_id"] == order_id)
     original_id = accepted.pop("_message_id")
     # the broker redelivers it, and another system publishes a copy with a new id
-    await system.client.publish_event("proof.accepted", accepted, message_id=original_id)
-    await system.client.publish_event("proof.accepted", accepted, message_id="copy-1")
+    await system.client.publish_event(
+        "proof.accepted", accepted, message_id=original_id, as_role="orders"
+    )
+    await system.client.publish_event(
+        "proof.accepted", accepted, message_id="copy-1", as_role="orders"
+    )
     await system.client.ok("order.list", {"reseller_id": "r-c1"})  # let the copies be handled
     await asyncio.sleep(0.5)
     b = await balance(system, "r-c1")

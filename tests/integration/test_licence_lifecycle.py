@@ -17,6 +17,7 @@ import pytest
 from shared.basics.money import Money
 from shared.contracts.orders import PlanSuperseded, PlanUpgraded
 from shared.runtime.settings import Settings
+from testkit.broker import BrokerSession
 from tests.support.licensing import (
     ApplianceClient,
     bind,
@@ -34,11 +35,10 @@ DAY = timedelta(days=1)
 
 
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, namespace: str, tmp_path: Path) -> Settings:
+def settings(broker: BrokerSession, mongo_url: str, tmp_path: Path) -> Settings:
     return make_settings(
-        amqp_url=amqp_url,
+        broker=broker,
         mongo_url=mongo_url,
-        namespace=namespace,
         data_dir=tmp_path / "data",
         job_interval_seconds=3600,
     )

@@ -14,8 +14,8 @@ from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
 from shared.runtime.store import OutboxEntry, OutboxRelay
 from shared.runtime.topology import DEAD_LETTERS_QUEUE
-from testkit.broker import delete_queues, purge_queues
-from testkit.contract_client import ContractClient
+from testkit.broker import purge_queues
+from testkit.contract_client import ContractClient, read_users
 from tests.support.builders import placed_line
 from tests.support.flows import quote
 from tests.support.system import System, running_system
@@ -96,10 +96,12 @@ async def test_transient_failure_is_redelivered_then_dead_lettered_at_the_delive
         attempts.append(delivery.message_id)
         raise ConnectionError("downstream is down")
 
-    runtime = Runtime("probe", settings)
+    # A stand-in for the quotes service (its broker identity, its queue) that always fails.
+    runtime = Runtime("quotes", settings)
     try:
         await runtime.start(Wiring(routes=[Route(RequestQuote, always_fails)]))
-        async with ContractClient(settings.amqp_url, settings.amqp_namespace) as client:
+        users = read_users(settings.users_file())
+        async with ContractClient(settings.amqp_url, settings.amqp_namespace, users) as client:
             message_id = await client.send(
                 "quote.request",
                 {
@@ -115,9 +117,8 @@ async def test_transient_failure_is_redelivered_then_dead_lettered_at_the_delive
         assert set(attempts) == {message_id}
     finally:
         await runtime.stop()
-        probe = runtime.topology.queue("probe", RequestQuote.ROUTING_KEY).name
-        # delete, not purge: left bound, it would collect every later quote.request
-        await delete_queues(settings.amqp_url, [probe])
+        stand_in = runtime.topology.queue("quotes", RequestQuote.ROUTING_KEY).name
+        await purge_queues(settings.amqp_url, [stand_in])
         await purge_queues(settings.amqp_url, [settings.amqp_namespace + DEAD_LETTERS_QUEUE])
 
 

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-import aio_pika
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.contracts import Event
+from shared.contracts.identities import OWNERS
 from shared.contracts.licensing import LicenceClaims
 from shared.contracts.orders import PlanBound
 
@@ -25,20 +26,16 @@ if TYPE_CHECKING:  # the verifier alone needs no running system (e2e imports it)
 
 
 async def publish(system: System, event: Event, *, message_id: str | None = None) -> str:
-    """Publish ``event`` on ``reseller.events`` exactly as its owning service would."""
-    exchange = await system.client.channel.get_exchange(
-        system.settings.amqp_namespace + "reseller.events", ensure=False
-    )
+    """Publish ``event`` on ``reseller.events`` exactly as its owning service would (as
+    that service's broker user: anyone else's event is refused)."""
     message_id = message_id or str(uuid4())
-    await exchange.publish(
-        aio_pika.Message(
-            event.model_dump_json().encode(),
-            message_id=message_id,
-            correlation_id=event.correlation_id,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        ),
-        routing_key=event.ROUTING_KEY,
+    [owner] = OWNERS[event.ROUTING_KEY]
+    await system.client.publish_event(
+        event.ROUTING_KEY,
+        json.loads(event.model_dump_json()),
+        message_id=message_id,
+        correlation_id=event.correlation_id,
+        as_role=owner,
     )
     return message_id
 

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from shared.runtime.service import Runtime, Wiring, http_app
 from shared.runtime.settings import SERVICES, Settings
 from shared.runtime.topology import DEAD_LETTERS_QUEUE
-from testkit.broker import purge_queues
-from testkit.contract_client import ContractClient
+from testkit.broker import BrokerSession, purge_queues
+from testkit.contract_client import ContractClient, read_users
 from tests.support.clock import FixedClock
 
 WIRES: dict[str, Callable[[Runtime], Wiring]] = {
@@ -31,13 +31,16 @@ API_TOKEN = "test-api-token"
 
 
 def make_settings(
-    *, amqp_url: str, mongo_url: str, data_dir: Path, namespace: str, **overrides: object
+    *, broker: BrokerSession, mongo_url: str, data_dir: Path, **overrides: object
 ) -> Settings:
-    """Settings of one test: the session's broker namespace, databases of its own."""
+    """Settings of one test: the session's virtual host and broker users, databases of
+    its own."""
     run = uuid4().hex[:10]
     values: dict[str, object] = {
-        "amqp_url": amqp_url,
-        "amqp_namespace": namespace,
+        "amqp_url": broker.admin_url,
+        "amqp_namespace": "",
+        "amqp_user_prefix": broker.prefix,
+        "broker_users_file": broker.users_file,
         "mongodb_url": mongo_url,
         "mongodb_db_prefix": f"t{run}_",
         "data_dir": data_dir,
@@ -71,7 +74,8 @@ async def running_system(
     clock = FixedClock(start or datetime.now(UTC))
     started: list[Runtime] = []
     try:
-        async with ContractClient(settings.amqp_url, settings.amqp_namespace) as client:
+        users = read_users(settings.users_file())
+        async with ContractClient(settings.amqp_url, settings.amqp_namespace, users) as client:
             system = System(settings=settings, clock=clock, client=client)
             for name in services:
                 runtime = Runtime(name, settings, clock)

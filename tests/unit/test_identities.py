@@ -1,0 +1,85 @@
+"""The identities table and the broker permissions derived from it (CONTRACT.md, Identities)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared.contracts import REGISTRY, Command
+from shared.contracts.identities import (
+    OWNERS,
+    ROLES,
+    SENDERS,
+    allowed_publishers,
+    role_of,
+)
+from tools.broker_users import permissions, topic_permissions
+
+
+def test_every_public_message_has_someone_allowed_to_publish_it() -> None:
+    for key, model in REGISTRY.items():
+        if model.__module__.startswith("shared.contracts"):
+            assert allowed_publishers(model), f"nobody may publish {key}"
+
+
+def test_the_table_names_only_known_messages_and_roles() -> None:
+    for key, roles in {**SENDERS, **OWNERS}.items():
+        assert key in REGISTRY, key
+        assert roles <= set(ROLES), (key, roles)
+    assert all(issubclass(REGISTRY[k], Command) for k in SENDERS)
+    assert not any(issubclass(REGISTRY[k], Command) for k in OWNERS)
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed", "refused"),
+    [
+        ("proof.review", {"operations"}, {"storefront", "orders", "mailer"}),
+        ("order.place", {"storefront"}, {"operations", "orders", "mailer"}),
+        ("credit.reserve", {"orders"}, {"storefront", "operations", "credits"}),
+        ("plan.bound", {"orders"}, {"licensing", "storefront", "operations"}),
+        ("proof.accepted", {"orders"}, {"credits", "storefront"}),
+        ("credit.granted", {"credits"}, {"orders"}),
+    ],
+)
+def test_who_may_publish_what(key: str, allowed: set[str], refused: set[str]) -> None:
+    model = REGISTRY[key]
+    assert allowed <= allowed_publishers(model)
+    assert not refused & allowed_publishers(model)
+
+
+def test_a_user_id_holds_a_role_only_with_the_configured_prefix() -> None:
+    assert role_of("xo-orders", "xo-") == "orders"
+    assert role_of("guest", "xo-") is None
+    assert role_of(None, "xo-") is None
+    assert role_of("xo-root", "xo-") is None  # not a role
+    assert role_of("orders", "xo-") is None  # right name, wrong prefix
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_topic_permissions_let_each_role_publish_exactly_its_own_keys(role: str) -> None:
+    by_exchange = {t["exchange"]: re.compile(t["write"]) for t in topic_permissions(role, "")}
+    for key, model in REGISTRY.items():
+        if not model.__module__.startswith("shared.contracts"):
+            continue
+        exchange = "reseller.commands" if issubclass(model, Command) else "reseller.events"
+        may = role in allowed_publishers(model)
+        assert bool(by_exchange[exchange].match(key)) is may, (role, key)
+
+
+def test_a_service_may_configure_its_own_queues_only() -> None:
+    orders = permissions("orders", "ns.")
+    configure = re.compile(orders["configure"])
+    assert configure.match("ns.orders.order.place")
+    assert configure.match("ns.reseller.events")
+    assert not configure.match("ns.credits.order.placed")
+    assert not configure.match("orders.order.place")  # outside its namespace
+    assert re.compile(orders["write"]).match("amq.default")  # replies
+
+
+@pytest.mark.parametrize("role", ["storefront", "operations"])
+def test_outside_roles_declare_nothing_and_write_only_commands(role: str) -> None:
+    granted = permissions(role, "")
+    assert re.compile(granted["configure"]).match("anything") is None
+    assert re.compile(granted["write"]).match("reseller.commands")
+    assert re.compile(granted["write"]).match("reseller.events") is None
