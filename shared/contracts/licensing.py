@@ -254,7 +254,7 @@ class _SignedClaims:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         claims = LicenceClaims.__pydantic_core_schema__
-        reference = core_schema.definition_reference_schema(claims["ref"])  # type: ignore[typeddict-item]
+        reference = core_schema.definition_reference_schema(claims["ref"])
         return {
             **handler(schema),
             "description": "``<payload>.<signature>`` (L3): ``payload`` is the unpadded "

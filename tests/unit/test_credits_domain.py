@@ -207,7 +207,7 @@ def test_c5_never_negative_when_orders_exceed_the_balance() -> None:
     assert all(lot.remaining >= 0 for lot in account.lots)
 
 
-def test_orphaned_reservation_is_released_after_the_delay_unless_confirmed() -> None:
+def test_o2_an_orphaned_reservation_is_released_after_the_delay_unless_confirmed() -> None:
     account = funded(10000)
     reserve(account, "ol_orphan", 3000)
     reserve(account, "ol_placed", 3000)
@@ -314,7 +314,7 @@ def test_c4_no_credit_when_the_order_does_not_ask_for_it(space: Space) -> None:
         order_id="ol_x",
         space=space,
         wanted=eur(3000),
-        use_credit=False,  # type: ignore[arg-type]
+        use_credit=False,
         first_sale_requested=False,
         now=T0,
         cause="m",
