@@ -15,8 +15,10 @@ What each user may touch (names prefixed by ``AMQP_NAMESPACE``):
 - a service: declare its own queues ``<service>.*`` and the shared exchanges and
   dead-letter queue; publish the events it owns and the commands it sends, replies
   (default exchange) and dead letters;
-- ``storefront`` / ``operations``: publish their commands on ``reseller.commands``; read
-  replies only (direct reply-to);
+- a web face's role (``storefront``: the reseller space) as a service: its own queues
+  ``<role>.*``, its commands and events, replies and dead letters;
+- ``operations``: publish its commands on ``reseller.commands``; read replies only
+  (direct reply-to);
 - ``mailer``: its own queues ``mailer.*`` bound to ``reseller.events``; publishes nothing.
 """
 
@@ -36,7 +38,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from shared.contracts.identities import ROLES, SERVICE_ROLES, commands_of, events_of, username
+from shared.contracts.identities import (
+    ROLES,
+    SERVICE_ROLES,
+    WEB_FACE_ROLES,
+    commands_of,
+    events_of,
+    username,
+)
 from shared.runtime.identity import Credentials, read_users, write_users
 from shared.runtime.settings import Settings
 from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, EVENTS
@@ -59,7 +68,7 @@ def permissions(role: str, namespace: str) -> dict[str, str]:
     """RabbitMQ's configure / write / read regexes on resource names for ``role``."""
     ns = re.escape(namespace)
     shared_names = f"{ns}reseller\\.(commands|events|dlx|dead-letters)"
-    if role in SERVICE_ROLES:
+    if role in (*SERVICE_ROLES, *WEB_FACE_ROLES):  # a web face consumes like a service
         own = f"{ns}{re.escape(role)}\\..+"
         return {
             "configure": f"^({shared_names}|{own})$",
@@ -73,7 +82,7 @@ def permissions(role: str, namespace: str) -> dict[str, str]:
             "write": f"^{own}$",
             "read": f"^({own}|{ns}reseller\\.events)$",
         }
-    # storefront, operations: send commands, read their replies (direct reply-to)
+    # operations: send commands, read their replies (direct reply-to)
     return {"configure": NOTHING, "write": f"^{ns}reseller\\.commands$", "read": NOTHING}
 
 
@@ -84,7 +93,7 @@ def topic_permissions(role: str, namespace: str) -> list[dict[str, str]]:
         {"exchange": namespace + EVENTS, "write": _any_of(events_of(role)), "read": ".*"},
         {
             "exchange": namespace + DEAD_LETTERS_EXCHANGE,
-            "write": ".*" if role in SERVICE_ROLES else NOTHING,
+            "write": ".*" if role in (*SERVICE_ROLES, *WEB_FACE_ROLES) else NOTHING,
             "read": ".*",
         },
     ]

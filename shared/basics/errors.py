@@ -52,6 +52,14 @@ class ErrorCode(StrEnum):
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     MOVE_LIMIT_REACHED = "move_limit_reached"
     LICENSE_SUSPENDED = "license_suspended"
+    # partner accounts (the reseller space)
+    UNKNOWN_PARTNER = "unknown_partner"
+    PARTNER_EXISTS = "partner_exists"
+    EMAIL_IN_USE = "email_in_use"
+    PARTNER_DISABLED = "partner_disabled"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INVALID_LINK = "invalid_link"
+    WEAK_PASSWORD = "weak_password"
     # transport
     UNAUTHORISED = "unauthorised"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"

@@ -26,6 +26,9 @@ SERVICE_ROLES: Final = ("quotes", "orders", "credits", "licensing")
 #: ``mailer``: consumes events (notifications), publishes nothing.
 OUTSIDE_ROLES: Final = ("storefront", "operations", "mailer")
 ROLES: Final = (*SERVICE_ROLES, *OUTSIDE_ROLES)
+#: Outside roles a web face of the product runs as, consuming commands through queues of its
+#: own (``<role>.<routing key>``) like a service: ``storefront`` is the reseller space.
+WEB_FACE_ROLES: Final = ("storefront",)
 
 _RESELLER: Final = frozenset({"storefront"})
 _OPERATIONS: Final = frozenset({"operations"})
@@ -42,6 +45,8 @@ SENDERS: Final[dict[str, frozenset[str]]] = {
     "license.suspend": _OPERATIONS,
     "license.reinstate": _OPERATIONS,
     "registration.reissue": _OPERATIONS,
+    "partner.create": _OPERATIONS,
+    "partner.disable": _OPERATIONS,
     "order.get": _READERS,
     "order.list": _READERS,
     "credits.balance": _READERS | {"quotes"},  # quotes previews the credit a quote applies
@@ -94,7 +99,17 @@ OWNERS: Final[dict[str, frozenset[str]]] = {
             "customer.notification",
         )
     },
-    "command.rejected": frozenset(SERVICE_ROLES),
+    # the reseller space: partner accounts, and the links the mailer sends
+    **{
+        key: frozenset({"storefront"})
+        for key in (
+            "partner.created",
+            "partner.invited",
+            "partner.disabled",
+            "partner.notification",
+        )
+    },
+    "command.rejected": frozenset({*SERVICE_ROLES, *WEB_FACE_ROLES}),
 }
 
 

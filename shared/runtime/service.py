@@ -61,7 +61,14 @@ class Wiring:
 class Runtime:
     """The I/O a service runs on, built from settings (tests build it with their own)."""
 
-    def __init__(self, service: str, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        role: str | None = None,
+    ) -> None:
         if not settings.mongodb_url:
             raise RuntimeError(
                 "MONGODB_URL is not set: start the system with `make run`, which starts the "
@@ -70,9 +77,12 @@ class Runtime:
         self.service = service
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
+        # The broker role it acts as: a service's own, or a web face's (the reseller space
+        # is ``storefront``); its queues are named after that role (``<role>.<key>``).
+        self.role = role or service
         # Its own broker user, or no start at all (CONTRACT.md, Identities).
         self.identity = BrokerIdentity.resolve(
-            role=service,
+            role=self.role,
             amqp_url=settings.amqp_url,
             prefix=settings.amqp_user_prefix,
             users_file=settings.users_file(),
@@ -90,7 +100,7 @@ class Runtime:
         self.bus = Bus(
             self.broker,
             self.topology,
-            service=service,
+            service=self.role,
             identity=self.identity,
             user_prefix=settings.amqp_user_prefix,
             inbox=self.inbox,

@@ -15,6 +15,9 @@ from shared.contracts.identities import SERVICE_ROLES
 
 #: The domain services the launcher runs, each as its own process and broker user.
 SERVICES: tuple[str, ...] = SERVICE_ROLES
+#: The web faces the launcher also runs, each a process with a broker role of its own
+#: (``services/<name>``; the reseller space is ``storefront``).
+WEB_FACES: tuple[str, ...] = ("reseller_space",)
 
 
 class Settings(BaseSettings):
@@ -40,6 +43,7 @@ class Settings(BaseSettings):
     orders_port: int = 8102
     credits_port: int = 8103
     licensing_port: int = 8104
+    reseller_space_port: int = 8105
     http_host: str = "127.0.0.1"
     # The admin listener (/metrics, /docs, /openapi.json): never the public one. Its port
     # is <SERVICE>_ADMIN_PORT, by default the service's port + 100 (8201-8204).
@@ -48,6 +52,7 @@ class Settings(BaseSettings):
     orders_admin_port: int | None = None
     credits_admin_port: int | None = None
     licensing_admin_port: int | None = None
+    reseller_space_admin_port: int | None = None
     # Proxies (addresses or networks) whose X-Forwarded-For is believed; nobody by default.
     trusted_proxies: list[str] = Field(default_factory=list)
 
@@ -85,6 +90,21 @@ class Settings(BaseSettings):
     license_expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
     # A signed licence is valid offline at most this long, and never past plan end + grace.
     license_offline_days: int = Field(default=30, ge=1)
+
+    # The reseller space (services/reseller_space): where its pages are reached (links in
+    # invitations and password resets), the orders HTTP API it uploads proofs to (unset:
+    # this host's ORDERS_PORT), cookies marked Secure (set it behind TLS), sessions,
+    # single-use links, and sign-in limits per source and per account over a window.
+    reseller_space_url: str = "http://127.0.0.1:8105"
+    orders_api_url: str | None = None
+    session_cookie_secure: bool = False
+    session_idle_minutes: int = Field(default=60, ge=1)
+    session_max_hours: int = Field(default=12, ge=1)
+    invitation_valid_hours: int = Field(default=72, ge=1)
+    password_reset_valid_minutes: int = Field(default=60, ge=1)
+    sign_in_window_seconds: int = Field(default=900, ge=1)
+    sign_in_attempts_per_source: int = Field(default=20, ge=1)
+    sign_in_attempts_per_account: int = Field(default=10, ge=1)
 
     def users_file(self) -> Path:
         return self.broker_users_file or self.data_dir / "broker-users.json"

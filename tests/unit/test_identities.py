@@ -77,9 +77,37 @@ def test_a_service_may_configure_its_own_queues_only() -> None:
     assert re.compile(orders["write"]).match("amq.default")  # replies
 
 
-@pytest.mark.parametrize("role", ["storefront", "operations"])
+@pytest.mark.parametrize("role", ["operations"])
 def test_outside_roles_declare_nothing_and_write_only_commands(role: str) -> None:
     granted = permissions(role, "")
     assert re.compile(granted["configure"]).match("anything") is None
     assert re.compile(granted["write"]).match("reseller.commands")
     assert re.compile(granted["write"]).match("reseller.events") is None
+
+
+def test_the_storefront_configures_its_own_queues_only() -> None:
+    """The reseller space runs as ``storefront`` and consumes ``partner.create`` through
+    ``storefront.*`` queues; nothing of the services'."""
+    granted = permissions("storefront", "ns.")
+    configure = re.compile(granted["configure"])
+    assert configure.match("ns.storefront.partner.create")
+    assert configure.match("ns.reseller.commands")
+    assert not configure.match("ns.orders.order.place")
+    assert not configure.match("ns.mailer.partner.notification")
+    assert not configure.match("storefront.partner.create")  # outside its namespace
+    assert re.compile(granted["write"]).match("amq.default")  # replies
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("partner.create", {"operations"}),
+        ("partner.disable", {"operations"}),
+        ("partner.created", {"storefront"}),
+        ("partner.notification", {"storefront"}),
+    ],
+)
+def test_operations_create_partners_and_the_reseller_space_tells_of_them(
+    key: str, allowed: set[str]
+) -> None:
+    assert allowed_publishers(REGISTRY[key]) == allowed
