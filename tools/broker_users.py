@@ -15,10 +15,10 @@ What each user may touch (names prefixed by ``AMQP_NAMESPACE``):
 - a service: declare its own queues ``<service>.*`` and the shared exchanges and
   dead-letter queue; publish the events it owns and the commands it sends, replies
   (default exchange) and dead letters;
-- a web face's role (``storefront``: the reseller space) as a service: its own queues
-  ``<role>.*``, its commands and events, replies and dead letters;
-- ``operations``: publish its commands on ``reseller.commands``; read replies only
-  (direct reply-to);
+- a web face's role (``storefront``: the reseller space; ``operations``: the operations
+  console and CLI) as a service: its own queues ``<role>.*``, its commands and events,
+  replies and dead letters; ``operations`` also has the ``management`` tag, so the
+  console reads queue depths from RabbitMQ's management API (its own virtual host only);
 - ``mailer``: its own queues ``mailer.*`` bound to ``reseller.events``; publishes nothing.
 """
 
@@ -82,7 +82,7 @@ def permissions(role: str, namespace: str) -> dict[str, str]:
             "write": f"^{own}$",
             "read": f"^({own}|{ns}reseller\\.events)$",
         }
-    # operations: send commands, read their replies (direct reply-to)
+    # any other outside role: send commands, read their replies (direct reply-to)
     return {"configure": NOTHING, "write": f"^{ns}reseller\\.commands$", "read": NOTHING}
 
 
@@ -117,7 +117,7 @@ def definitions(
                 "name": users[role].username,
                 "password_hash": password_hash(users[role].password),
                 "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": [],
+                "tags": ["management"] if role == "operations" else [],
             }
             for role in wanted
         ],

@@ -4,7 +4,7 @@ Importing this package registers every message in ``Message.REGISTRY`` (routing 
 -> model), from which the AsyncAPI document is generated.
 """
 
-from shared.contracts import credits, licensing, orders, partners, quotes, system
+from shared.contracts import credits, licensing, operations, orders, partners, quotes, system
 from shared.contracts.base import Command, ErrorBody, Event, Message, Query, Reply
 
 REGISTRY = Message.REGISTRY
@@ -19,6 +19,7 @@ __all__ = [
     "Reply",
     "credits",
     "licensing",
+    "operations",
     "orders",
     "partners",
     "quotes",

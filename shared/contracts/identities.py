@@ -27,8 +27,9 @@ SERVICE_ROLES: Final = ("quotes", "orders", "credits", "licensing")
 OUTSIDE_ROLES: Final = ("storefront", "operations", "mailer")
 ROLES: Final = (*SERVICE_ROLES, *OUTSIDE_ROLES)
 #: Outside roles a web face of the product runs as, consuming commands through queues of its
-#: own (``<role>.<routing key>``) like a service: ``storefront`` is the reseller space.
-WEB_FACE_ROLES: Final = ("storefront",)
+#: own (``<role>.<routing key>``) like a service: ``storefront`` is the reseller space,
+#: ``operations`` the operations console (which consumes every event into its event log).
+WEB_FACE_ROLES: Final = ("storefront", "operations")
 
 _RESELLER: Final = frozenset({"storefront"})
 _OPERATIONS: Final = frozenset({"operations"})
@@ -52,6 +53,16 @@ SENDERS: Final[dict[str, frozenset[str]]] = {
     "credits.balance": _READERS | {"quotes"},  # quotes previews the credit a quote applies
     "credits.statement": _READERS,
     "license.status": _OPERATIONS,
+    # operations: a proof file to review; the dead letters each service keeps
+    "proof.get": _OPERATIONS,
+    "deadletter.list": _OPERATIONS,
+    "deadletter.replay": _OPERATIONS,
+    "deadletter.discard": _OPERATIONS,
+    # the operations console answers from its event log; the CLI creates its accounts
+    "review.queue": _OPERATIONS,
+    "lines.stuck": _OPERATIONS,
+    "line.timeline": _OPERATIONS,
+    "operator.create": _OPERATIONS,
     # internal: orders prices a new line through quotes and credits
     "quote.redeem": frozenset({"orders"}),
     "credit.reserve": frozenset({"orders"}),
@@ -110,6 +121,9 @@ OWNERS: Final[dict[str, frozenset[str]]] = {
         )
     },
     "command.rejected": frozenset({*SERVICE_ROLES, *WEB_FACE_ROLES}),
+    # every consumer keeps its dead letters and audits their replay and discard
+    "deadletter.replayed": frozenset({*SERVICE_ROLES, *WEB_FACE_ROLES}),
+    "deadletter.discarded": frozenset({*SERVICE_ROLES, *WEB_FACE_ROLES}),
 }
 
 

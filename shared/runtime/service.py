@@ -209,7 +209,9 @@ async def _serve_both(public: uvicorn.Server, admin: uvicorn.Server) -> None:
     await asyncio.gather(*tasks)
 
 
-def serve(service: str, wire: Callable[[Runtime], Wiring], *, title: str) -> None:
+def serve(
+    service: str, wire: Callable[[Runtime], Wiring], *, title: str, role: str | None = None
+) -> None:
     """Entry point of ``python -m services.<service>``: run until SIGTERM or Ctrl-C.
 
     Two listeners: the public one (API, ``/health``, ``/ready``) on ``HTTP_HOST:<port>``
@@ -217,11 +219,11 @@ def serve(service: str, wire: Callable[[Runtime], Wiring], *, title: str) -> Non
     ``ADMIN_HOST:<admin port>``, 127.0.0.1 unless configured otherwise."""
     settings = Settings()
     configure_logging(service=service, fmt=settings.log_format, level=settings.log_level)
-    runtime = Runtime(service, settings)
+    runtime = Runtime(service, settings, role=role)
     app = http_app(runtime, wire(runtime), title=title)
     public = uvicorn.Config(
         app,
-        host=settings.http_host,
+        host=settings.host_of(service),
         port=settings.port_of(service),
         log_config=None,
         access_log=False,

@@ -17,7 +17,7 @@ from shared.contracts.identities import SERVICE_ROLES
 SERVICES: tuple[str, ...] = SERVICE_ROLES
 #: The web faces the launcher also runs, each a process with a broker role of its own
 #: (``services/<name>``; the reseller space is ``storefront``).
-WEB_FACES: tuple[str, ...] = ("reseller_space",)
+WEB_FACES: tuple[str, ...] = ("reseller_space", "console")
 
 
 class Settings(BaseSettings):
@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     credits_port: int = 8103
     licensing_port: int = 8104
     reseller_space_port: int = 8105
+    console_port: int = 8106
+    # The operations console listens on CONSOLE_HOST only (never the public HTTP_HOST).
+    console_host: str = "127.0.0.1"
     http_host: str = "127.0.0.1"
     # The admin listener (/metrics, /docs, /openapi.json): never the public one. Its port
     # is <SERVICE>_ADMIN_PORT, by default the service's port + 100 (8201-8204).
@@ -53,6 +56,7 @@ class Settings(BaseSettings):
     credits_admin_port: int | None = None
     licensing_admin_port: int | None = None
     reseller_space_admin_port: int | None = None
+    console_admin_port: int | None = None
     # Proxies (addresses or networks) whose X-Forwarded-For is believed; nobody by default.
     trusted_proxies: list[str] = Field(default_factory=list)
 
@@ -106,12 +110,26 @@ class Settings(BaseSettings):
     sign_in_attempts_per_source: int = Field(default=20, ge=1)
     sign_in_attempts_per_account: int = Field(default=10, ge=1)
 
+    # The operations console (services/console): when a line counts as stuck, and where
+    # RabbitMQ's management HTTP API is (unset: http://<AMQP host>:15672; without it the
+    # queues page falls back to AMQP passive declarations: depth and consumers only).
+    stuck_awaiting_proof_days: float = Field(default=7, gt=0)
+    stuck_review_hours: float = Field(default=24, gt=0)
+    stuck_unbound_days: float = Field(default=7, gt=0)
+    stuck_upgrade_hours: float = Field(default=24, gt=0)
+    rabbitmq_management_url: str | None = None
+
     def users_file(self) -> Path:
         return self.broker_users_file or self.data_dir / "broker-users.json"
 
     def admin_port_of(self, service: str) -> int:
         port: int | None = getattr(self, f"{service}_admin_port", None)
         return port if port is not None else self.port_of(service) + 100
+
+    def host_of(self, service: str) -> str:
+        """The address a service's public listener binds (``<SERVICE>_HOST`` or HTTP_HOST)."""
+        host: str | None = getattr(self, f"{service}_host", None)
+        return host or self.http_host
 
     def port_of(self, service: str) -> int:
         """The HTTP port of a service (each overridable by its own variable)."""

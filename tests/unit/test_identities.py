@@ -77,12 +77,37 @@ def test_a_service_may_configure_its_own_queues_only() -> None:
     assert re.compile(orders["write"]).match("amq.default")  # replies
 
 
-@pytest.mark.parametrize("role", ["operations"])
-def test_outside_roles_declare_nothing_and_write_only_commands(role: str) -> None:
-    granted = permissions(role, "")
-    assert re.compile(granted["configure"]).match("anything") is None
-    assert re.compile(granted["write"]).match("reseller.commands")
-    assert re.compile(granted["write"]).match("reseller.events") is None
+def test_operations_configure_only_the_consoles_own_queues() -> None:
+    """The operations console runs as ``operations`` and logs every event through
+    ``operations.*`` queues; it declares none of the services' queues and publishes no
+    event of theirs (topic permissions, below)."""
+    granted = permissions("operations", "ns.")
+    configure = re.compile(granted["configure"])
+    assert configure.match("ns.operations.order.placed")
+    assert not configure.match("ns.orders.order.place")
+    assert not configure.match("ns.storefront.partner.create")
+    assert not configure.match("operations.order.placed")  # outside its namespace
+    assert re.compile(granted["write"]).match("ns.reseller.commands")
+    assert re.compile(granted["read"]).match("ns.reseller.events")  # to bind its queues
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("proof.get", {"operations"}),
+        ("deadletter.replay", {"operations"}),
+        ("review.queue", {"operations"}),
+        ("operator.create", {"operations"}),
+        (
+            "deadletter.replayed",
+            {"quotes", "orders", "credits", "licensing", "storefront", "operations"},
+        ),
+    ],
+)
+def test_operations_read_proofs_and_dead_letters_and_ask_the_console(
+    key: str, allowed: set[str]
+) -> None:
+    assert allowed_publishers(REGISTRY[key]) == allowed
 
 
 def test_the_storefront_configures_its_own_queues_only() -> None:

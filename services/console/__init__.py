@@ -1,0 +1,1 @@
+"""The operations console: an event log of every event, pages for operators, the CLI."""

@@ -1,0 +1,611 @@
+"""The console's pages (server-rendered, Jinja2; a little plain JavaScript for shortcuts).
+
+Every page needs a signed-in operator (``shared.runtime.web``: argon2id, sessions, CSRF,
+sign-in limits); every action is a command of the public contract sent as ``operations``,
+naming the operator, and logged in the event log.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
+
+import base64
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+from uuid import uuid4
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel
+
+from services.console import handlers
+from services.console.domain import LineState, format_age, format_money
+from services.console.handlers import ConsoleDeps
+from services.console.queues import QueueWatcher
+from shared.basics.emails import normalise_email
+from shared.basics.errors import ErrorCode, Refused
+from shared.contracts import REGISTRY, Command
+from shared.contracts.credits import BalanceResult, GetBalance, GetStatement, StatementResult
+from shared.contracts.licensing import GetLicenseStatus, LicenseStatusResult
+from shared.contracts.operations import GetProof, ProofFile
+from shared.contracts.orders import GetOrder, OrderLineView
+from shared.runtime.messaging import UpstreamUnavailable
+from shared.runtime.service import Runtime
+from shared.runtime.web import (
+    SessionPolicy,
+    Sessions,
+    SignInLimits,
+    SignInPolicy,
+    WebSession,
+    new_token,
+    same,
+    verify_password,
+)
+
+HERE = Path(__file__).parent
+COOKIE = "xo_console_session"
+PRE_COOKIE = "xo_console_signin"  # the sign-in form's own CSRF token (no session yet)
+MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript"}
+#: The vendored static files, read once (no build chain).
+STATIC = {
+    path.name: (path.read_bytes(), MEDIA_TYPES[path.suffix])
+    for path in sorted((HERE / "static").iterdir())
+    if path.suffix in MEDIA_TYPES
+}
+
+
+def _filters(templates: Jinja2Templates) -> None:
+    env = templates.env
+    env.filters["money"] = lambda amount, currency="EUR": (
+        "—" if amount is None else format_money(int(amount), currency)
+    )
+    env.filters["age"] = lambda seconds: format_age(timedelta(seconds=seconds or 0))
+    env.filters["when"] = lambda at: "—" if at is None else at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    env.filters["size"] = lambda n: f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+class Pages:
+    def __init__(self, deps: ConsoleDeps, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.deps = deps
+        self.runtime = runtime
+        self.sessions = Sessions(
+            runtime.db["sessions"],
+            SessionPolicy(
+                idle=timedelta(minutes=settings.session_idle_minutes),
+                absolute=timedelta(hours=settings.session_max_hours),
+                cookie=COOKIE,
+                secure=settings.session_cookie_secure,
+            ),
+        )
+        self.limits = SignInLimits(
+            runtime.db["sign_in_failures"],
+            SignInPolicy(
+                window=timedelta(seconds=settings.sign_in_window_seconds),
+                per_source=settings.sign_in_attempts_per_source,
+                per_account_source=settings.sign_in_attempts_per_account,
+            ),
+        )
+        self.queues = QueueWatcher(
+            runtime.identity.url, settings.amqp_namespace, settings.rabbitmq_management_url
+        )
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        _filters(self.templates)
+
+    async def setup(self) -> None:
+        await self.sessions.create_indexes()
+        await self.limits.create_indexes()
+
+    async def purge(self, now: datetime) -> int:
+        return await self.sessions.purge(now) + await self.limits.purge(now)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.deps.clock.now()
+
+    async def session(self, request: Request) -> WebSession | None:
+        return await self.sessions.find(request.cookies.get(COOKIE), self.now())
+
+    def to_signin(self, request: Request) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/signin?{urlencode({'next': target})}", status_code=303)
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        session: WebSession | None,
+        status_code: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        context.update(
+            operator=session.subject if session else None,
+            csrf=session.csrf if session else "",
+            now=self.now(),
+            has=lambda key: key in REGISTRY,
+        )
+        response = self.templates.TemplateResponse(
+            request, template, context, status_code=status_code
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def ask(self, query: Command, result: type[BaseModel]) -> Any:
+        """A query as operations; a refusal or an absent service is raised as ``Refused``."""
+        try:
+            return await self.deps.bus.call(
+                query, result, message_id=str(uuid4()), correlation_id=None
+            )
+        except UpstreamUnavailable as exc:
+            raise Refused(ErrorCode.UPSTREAM_UNAVAILABLE, str(exc)) from exc
+
+    async def checked_form(
+        self, request: Request
+    ) -> tuple[WebSession | None, dict[str, str], Response | None]:
+        """The session and the form of a POST, or the response that refuses it."""
+        session = await self.session(request)
+        if session is None:
+            return None, {}, self.to_signin(request)
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        if not same(form.get("csrf"), session.csrf):
+            page = self.render(
+                request,
+                "error.html",
+                session,
+                status_code=403,
+                message="This form has expired or did not come from the console. Reload the "
+                "page and try again.",
+            )
+            return session, form, page
+        return session, form, None
+
+    # --- routes --------------------------------------------------------------------------
+
+    def router(self) -> APIRouter:
+        routes = APIRouter(include_in_schema=False)
+        pages = self
+
+        @routes.get("/static/{name}")
+        async def static(name: str) -> Response:
+            if name not in STATIC:
+                return Response("not found", status_code=404, media_type="text/plain")
+            body, media_type = STATIC[name]
+            return Response(
+                body, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"}
+            )
+
+        @routes.get("/")
+        async def home() -> RedirectResponse:
+            return RedirectResponse("/review", status_code=303)
+
+        # sign-in ---------------------------------------------------------------------------
+
+        @routes.get("/signin")
+        async def signin_form(request: Request, next: str = "/review") -> HTMLResponse:
+            token = request.cookies.get(PRE_COOKIE) or new_token()
+            response = pages.render(request, "signin.html", None, next=_local(next), pre=token)
+            response.set_cookie(PRE_COOKIE, token, httponly=True, samesite="strict", path="/")
+            return response
+
+        @routes.post("/signin")
+        async def signin(request: Request) -> Response:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+            target = _local(form.get("next", "/review"))
+            pre = request.cookies.get(PRE_COOKIE, "")
+            email = form.get("email", "").strip().lower()
+            source = request.client.host if request.client else "unknown"
+            now = pages.now()
+
+            def refused(message: str, status: int) -> HTMLResponse:
+                return pages.render(
+                    request,
+                    "signin.html",
+                    None,
+                    status_code=status,
+                    next=target,
+                    pre=pre or new_token(),
+                    error=message,
+                    email=email,
+                )
+
+            if not pre or not same(form.get("pre"), pre):
+                return refused("The sign-in form expired: try again.", 403)
+            wait = await pages.limits.retry_after(email, source, now)
+            if wait is not None:
+                response = refused(
+                    f"Too many failed attempts from this address: try again in {wait} s.", 429
+                )
+                response.headers["Retry-After"] = str(wait)
+                return response
+            operator = await pages.deps.store.operator(email)
+            good = verify_password(
+                operator.password_hash if operator else None, form.get("password", "")
+            )
+            if operator is None or not good or operator.disabled:
+                await pages.limits.failed(email, source, now)
+                return refused("Wrong email or password.", 401)
+            await pages.limits.succeeded(email, source, now)
+            token, _ = await pages.sessions.open(operator.email, now)
+            done = RedirectResponse(target, status_code=303)
+            done.set_cookie(COOKIE, token, **pages.sessions.policy.cookie_options())
+            done.delete_cookie(PRE_COOKIE, path="/")
+            return done
+
+        @routes.post("/signout")
+        async def signout(request: Request) -> Response:
+            _session, _, refusal = await pages.checked_form(request)
+            if refusal is not None:
+                return refusal
+            await pages.sessions.close(request.cookies.get(COOKIE))
+            response = RedirectResponse("/signin", status_code=303)
+            response.delete_cookie(COOKIE, path="/")
+            return response
+
+        # review queue ----------------------------------------------------------------------
+
+        async def review_page(
+            request: Request,
+            session: WebSession,
+            selected: str | None,
+            *,
+            error: str | None = None,
+            notice: str | None = None,
+            status_code: int = 200,
+        ) -> HTMLResponse:
+            now = pages.now()
+            lines = await handlers.review_lines(pages.deps)
+            current = next((line for line in lines if line.id == selected), None)
+            if current is None and lines:
+                current = lines[0]
+            index = lines.index(current) if current is not None else -1
+            return pages.render(
+                request,
+                "review.html",
+                session,
+                status_code=status_code,
+                lines=lines,
+                current=current,
+                item=handlers.review_item(current, now) if current else None,
+                previous=lines[index - 1].id if index > 0 else None,
+                following=lines[index + 1].id if 0 <= index < len(lines) - 1 else None,
+                ages={line.id: int((now - line.status_since).total_seconds()) for line in lines},
+                error=error,
+                notice=notice,
+            )
+
+        @routes.get("/review")
+        async def review_queue(
+            request: Request, order: str | None = None, done: str | None = None
+        ) -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            notice = None
+            if done:
+                decision, _, order_id = done.partition(":")
+                notice = (
+                    f"Proof of {order_id} {'accepted' if decision == 'accept' else 'rejected'}."
+                )
+            return await review_page(request, session, order, notice=notice)
+
+        @routes.get("/review/{order_id}/proof/{proof_id}")
+        async def proof_file(request: Request, order_id: str, proof_id: str) -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            try:
+                proof: ProofFile = await pages.ask(
+                    GetProof(order_id=order_id, proof_id=proof_id), ProofFile
+                )
+            except Refused as refusal:
+                return Response(refusal.message, status_code=404, media_type="text/plain")
+            return Response(
+                base64.b64decode(proof.content_base64),
+                media_type=proof.content_type,
+                headers={
+                    "Content-Disposition": f'inline; filename="{quote(proof.filename)}"',
+                    "X-Content-Type-Options": "nosniff",
+                    "Content-Security-Policy": "default-src 'none'; img-src 'self'; "
+                    "object-src 'self'; plugin-types application/pdf",
+                    "Cache-Control": "private, max-age=300",
+                    "X-Proof-Sha256": proof.sha256,
+                },
+            )
+
+        @routes.post("/review/{order_id}")
+        async def decide(request: Request, order_id: str) -> Response:
+            session, form, refusal = await pages.checked_form(request)
+            if refusal is not None or session is None:
+                return refusal or pages.to_signin(request)
+            decision = form.get("decision", "")
+            if decision not in ("accept", "reject"):
+                return await review_page(
+                    request, session, order_id, error="Choose accept or reject.", status_code=422
+                )
+            try:
+                await handlers.review(
+                    pages.deps, session.subject, order_id, decision, form.get("reason")
+                )
+            except Refused as refused:
+                message = refused.message
+                if refused.code == ErrorCode.ORDER_NOT_AWAITING_PROOF:
+                    message = await already_decided(order_id) or message
+                elif refused.code == ErrorCode.REJECTION_REASON_REQUIRED:
+                    message = "A rejection needs a reason: the reseller sees it."
+                return await review_page(
+                    request,
+                    session,
+                    order_id,
+                    error=message,
+                    status_code=409 if refused.code != ErrorCode.REJECTION_REASON_REQUIRED else 422,
+                )
+            return RedirectResponse(
+                f"/review?{urlencode({'done': f'{decision}:{order_id}'})}", status_code=303
+            )
+
+        async def already_decided(order_id: str) -> str | None:
+            entries = await pages.deps.store.timeline(order_id)
+            decided = [e for e in entries if e.routing_key in ("proof.accepted", "proof.rejected")]
+            if not decided:
+                return "This line is not awaiting review any more (already decided)."
+            last = decided[-1]
+            verb = "accepted" if last.routing_key == "proof.accepted" else "rejected"
+            return (
+                f"Already decided: {verb} by {last.operator or 'someone'} at "
+                f"{last.occurred_at:%Y-%m-%d %H:%M:%S} UTC. Nothing was changed."
+            )
+
+        # stuck lines and one line ------------------------------------------------------------
+
+        @routes.get("/stuck")
+        async def stuck_lines(request: Request) -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            found = await handlers.stuck_now(pages.deps)
+            return pages.render(
+                request,
+                "stuck.html",
+                session,
+                stuck=found,
+                rules=pages.deps.rules.describe(),
+            )
+
+        @routes.get("/lines/{order_id}")
+        async def line_page(request: Request, order_id: str) -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            line = await pages.deps.store.line(order_id)
+            entries = await pages.deps.store.timeline(order_id)
+            view: OrderLineView | None = None
+            licence: LicenseStatusResult | None = None
+            problems: list[str] = []
+            if line is not None and line.reseller_id:
+                try:
+                    view = await pages.ask(
+                        GetOrder(reseller_id=line.reseller_id, order_id=order_id), OrderLineView
+                    )
+                except Refused as refusal:
+                    problems.append(f"orders: {refusal.message}")
+            email = (view.customer_email if view else None) or (
+                line.customer_email if line else None
+            )
+            if email:
+                try:
+                    licence = await pages.ask(
+                        GetLicenseStatus(customer_email=email), LicenseStatusResult
+                    )
+                except Refused as refusal:
+                    problems.append(f"licensing: {refusal.message}")
+            if line is None and not entries:
+                return pages.render(
+                    request,
+                    "error.html",
+                    session,
+                    status_code=404,
+                    message=f"The event log knows no line {order_id}.",
+                )
+            return pages.render(
+                request,
+                "line.html",
+                session,
+                order_id=order_id,
+                line=line,
+                view=view,
+                licence=licence,
+                entries=entries,
+                problems=problems,
+            )
+
+        # customers ---------------------------------------------------------------------------
+
+        async def customer_page(
+            request: Request,
+            session: WebSession,
+            email: str,
+            *,
+            error: str | None = None,
+            notice: str | None = None,
+            status_code: int = 200,
+        ) -> HTMLResponse:
+            licence: LicenseStatusResult | None = None
+            lines: list[LineState] = []
+            if email:
+                try:
+                    email = normalise_email(email)
+                    licence = await pages.ask(
+                        GetLicenseStatus(customer_email=email), LicenseStatusResult
+                    )
+                except Refused as refusal:
+                    error = error or refusal.message
+                lines = await pages.deps.store.lines_of(email=email)
+            entries = await pages.deps.store.entries({"customer_email": email}) if email else []
+            return pages.render(
+                request,
+                "customers.html",
+                session,
+                status_code=status_code,
+                email=email,
+                licence=licence,
+                lines=lines,
+                entries=entries[-50:],
+                error=error,
+                notice=notice,
+            )
+
+        @routes.get("/customers")
+        async def customers(request: Request, email: str = "") -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            return await customer_page(request, session, email.strip())
+
+        @routes.post("/customers/{action}")
+        async def customer_action(request: Request, action: str) -> Response:
+            session, form, refusal = await pages.checked_form(request)
+            if refusal is not None or session is None:
+                return refusal or pages.to_signin(request)
+            email = form.get("email", "").strip()
+            if action not in ("suspend", "reinstate", "reissue"):
+                return await customer_page(request, session, email, error="Unknown action.")
+            try:
+                await handlers.licence_action(
+                    pages.deps, session.subject, action, email, form.get("reason", "")
+                )
+            except Refused as refused:
+                return await customer_page(
+                    request, session, email, error=refused.message, status_code=409
+                )
+            done = {
+                "suspend": "Licence suspended.",
+                "reinstate": "Licence reinstated.",
+                "reissue": "A new registration token was sent to the customer.",
+            }[action]
+            return await customer_page(request, session, email, notice=done)
+
+        # partners -----------------------------------------------------------------------------
+
+        async def partner_page(
+            request: Request,
+            session: WebSession,
+            reseller_id: str | None,
+            *,
+            error: str | None = None,
+            notice: str | None = None,
+            status_code: int = 200,
+        ) -> HTMLResponse:
+            context: dict[str, Any] = {"reseller_id": reseller_id, "keys": None}
+            problems: list[str] = []
+            if reseller_id:
+                try:
+                    context["balance"] = await pages.ask(
+                        GetBalance(reseller_id=reseller_id), BalanceResult
+                    )
+                    context["statement"] = await pages.ask(
+                        GetStatement(reseller_id=reseller_id), StatementResult
+                    )
+                except Refused as refusal:
+                    problems.append(f"credits: {refusal.message}")
+                if "apikey.list" in REGISTRY:
+                    model = REGISTRY["apikey.list"]
+                    try:
+                        context["keys"] = await pages.ask(
+                            model(reseller_id=reseller_id),  # type: ignore[arg-type]
+                            model.RESULT,  # type: ignore[attr-defined]
+                        )
+                    except Refused as refusal:
+                        problems.append(f"API keys: {refusal.message}")
+                context["lines"] = await pages.deps.store.lines_of(reseller_id=reseller_id)
+                context["entries"] = (await pages.deps.store.entries({"reseller_id": reseller_id}))[
+                    -50:
+                ]
+            context["resellers"] = await pages.deps.store.resellers()
+            return pages.render(
+                request,
+                "partners.html",
+                session,
+                status_code=status_code,
+                error=error,
+                notice=notice,
+                problems=problems,
+                **context,
+            )
+
+        @routes.get("/partners")
+        async def partners(request: Request, reseller: str = "") -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            return await partner_page(request, session, reseller.strip() or None)
+
+        @routes.post("/partners/{action}")
+        async def partner_action(request: Request, action: str) -> Response:
+            session, form, refusal = await pages.checked_form(request)
+            if refusal is not None or session is None:
+                return refusal or pages.to_signin(request)
+            reseller_id = form.get("reseller_id", "").strip()
+            commands = {
+                "create": ("partner.create", ("reseller_id", "company", "contact_email")),
+                "disable": ("partner.disable", ("reseller_id", "reason")),
+                "create-key": ("apikey.create", ("reseller_id", "label")),
+                "revoke-key": ("apikey.revoke", ("reseller_id", "key_id")),
+            }
+            if action not in commands or commands[action][0] not in REGISTRY:
+                return await partner_page(
+                    request,
+                    session,
+                    reseller_id or None,
+                    error=f"{action} is not available on this system yet.",
+                    status_code=404,
+                )
+            key, fields = commands[action]
+            model = REGISTRY[key]
+            try:
+                command = model.model_validate({f: form.get(f, "") for f in fields})
+                assert isinstance(command, Command)
+                assert command.RESULT is not None
+                result = await handlers.act(pages.deps, session.subject, command, command.RESULT)
+            except Refused as refused:
+                return await partner_page(
+                    request, session, reseller_id or None, error=refused.message, status_code=409
+                )
+            except ValueError as invalid:
+                return await partner_page(
+                    request, session, reseller_id or None, error=str(invalid), status_code=422
+                )
+            notice = f"{key}: done."
+            secret = getattr(result, "key", None)
+            if isinstance(secret, str):
+                notice = f"New API key (shown once, give it to the reseller): {secret}"
+            return await partner_page(request, session, reseller_id or None, notice=notice)
+
+        # queues ---------------------------------------------------------------------------------
+
+        @routes.get("/queues")
+        async def queues(request: Request) -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            view = await pages.queues.look()
+            return pages.render(request, "queues.html", session, view=view)
+
+        # the event log ------------------------------------------------------------------------
+
+        @routes.get("/events")
+        async def events(request: Request) -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            entries = await pages.deps.store.recent(200)
+            total = await pages.deps.store.count()
+            return pages.render(request, "events.html", session, entries=entries, total=total)
+
+        return routes
+
+
+def _local(target: str) -> str:
+    """Only a path of this site (no open redirect after sign-in)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/review"

@@ -1,0 +1,111 @@
+"""The console's event log: every event once, with its publisher; lines folded from it;
+it survives a restart and a replay of every event without duplicates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from prometheus_client import registry as prometheus
+
+from shared.contracts.identities import OWNERS
+from tests.integration.console_support import Console, eventually, running_console
+from tests.support.flows import paid_order, place, upload
+from tests.support.system import System
+
+pytestmark = pytest.mark.integration
+
+
+async def _keys_of(console: Console, order_id: str) -> list[str]:
+    return [e.routing_key for e in await console.store.timeline(order_id)]
+
+
+async def test_a_sale_lands_in_the_log_with_its_publishers_and_operator(system: System) -> None:
+    async with running_console(system) as console:
+        order_id = await paid_order(system, "r-log")
+        keys = await eventually(
+            lambda: _keys_of(console, order_id), lambda k: "proof.accepted" in k
+        )
+        assert {"order.placed", "proof.submitted", "proof.accepted"} <= set(keys)
+        entries = await console.store.timeline(order_id)
+        users = system.client.users
+        by_key = {e.routing_key: e for e in entries}
+        assert by_key["order.placed"].publisher == users["orders"]["username"]
+        operator = by_key["proof.accepted"].operator or ""
+        assert operator.startswith("ops")  # the reviewer flows.paid_order names
+        assert all(
+            e.correlation_id == order_id
+            for e in entries
+            if e.routing_key.startswith(("order.", "proof."))
+        )
+        line = await console.store.line(order_id)
+        assert line is not None and line.status == "paid" and line.reseller_id == "r-log"
+        assert line.amount_due == 199900 and line.proof is not None
+
+
+async def test_a_rejected_proof_puts_the_line_back_to_awaiting_proof(system: System) -> None:
+    async with running_console(system) as console:
+        order_id = (await place(system, "r-rej"))["order_id"]
+        assert (await upload(system, order_id, "r-rej")).status_code == 201
+        await eventually(
+            lambda: console.store.line(order_id),
+            lambda x: x is not None and x.status == "proof_submitted",
+        )
+        system.clock.advance(timedelta(seconds=1))
+        await system.client.ok(
+            "proof.review",
+            {"order_id": order_id, "decision": "reject", "reviewer": "ops-2", "reason": "blurry"},
+        )
+        line = await eventually(
+            lambda: console.store.line(order_id),
+            lambda x: x is not None and x.status == "awaiting_proof",
+        )
+        assert (
+            line is not None
+            and line.rejection_reason == "blurry"
+            and (line.reviewer or "").startswith("ops-2")
+        )
+
+
+def _duplicates() -> float:
+    total = 0.0
+    for metric in prometheus.REGISTRY.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            if sample.name == "xo_messages_total" and labels.get("service") == "operations":
+                total += sample.value if labels.get("outcome") == "duplicate" else 0
+    return total
+
+
+async def test_the_log_survives_a_restart_and_a_replay_of_every_event_once(system: System) -> None:
+    async with running_console(system) as console:
+        order_id = await paid_order(system, "r-replay")
+        await eventually(lambda: _keys_of(console, order_id), lambda k: "credit.granted" in k)
+        count = await console.store.count()
+        entries = await console.store.recent(1000)
+    published = [(k, b) for k, b, _ in system.client.events if k in OWNERS]
+    assert len(published) >= 4
+    async with running_console(system) as console:  # a new process on the same database
+        assert await console.store.count() == count
+        before = _duplicates()
+        for key, body in published:  # every event again, with its own message id
+            message_id = body.pop("_message_id")
+            await system.client.publish_event(
+                key,
+                body,
+                message_id=message_id,
+                correlation_id=body.get("correlation_id"),
+                as_role=sorted(OWNERS[key])[0],
+            )
+
+        async def replayed() -> float:
+            return _duplicates() - before
+
+        await eventually(replayed, lambda n: n >= len(published))
+        assert await console.store.count() == count
+        # beyond the inbox's retention the log's own key still keeps one entry per event
+        assert not await console.store.append(entries[0])
+        assert await console.store.count() == count
+        # and the console goes on logging new events
+        second = (await place(system, "r-replay-2"))["order_id"]
+        await eventually(lambda: _keys_of(console, second), lambda k: "order.placed" in k)
