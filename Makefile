@@ -37,6 +37,7 @@ bench: $(STAMP)
 	scripts/ensure-rabbitmq
 	$(PY) -m bench.sale_latency
 	$(PY) -m bench.licence_check
+	$(PY) -m bench.sale_throughput
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: the raw aio-pika baseline and percentiles.
+"""Shared by the benchmarks: the system under test, the steps of a sale, its metrics, and
+the raw aio-pika baselines (a request/reply round trip, a 3-hop pipeline).
 
 Benchmarks print ratios against a baseline measured in the same run: absolute times
 do not carry between noisy machines, ratios do (DESIGN.md, Performance method).
@@ -7,11 +8,31 @@ do not carry between noisy machines, ratios do (DESIGN.md, Performance method).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import aio_pika
+import httpx
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.contracts import REGISTRY, Event
+from shared.runtime.settings import SERVICES
+from testkit.broker import delete_namespace
+from testkit.contract_client import Body, ContractClient, read_users
+from testkit.processes import LaunchedSystem, launched_system
+from testkit.proofs import minimal_pdf
+from tools.embedded_mongo import free_port
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -73,3 +94,262 @@ async def raw_round_trips(amqp_url: str, count: int) -> list[float]:
         await queue.cancel(consumer_tag)
         await queue.delete(if_unused=False, if_empty=False)
     return samples
+
+
+# --- the system under test -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bench:
+    """A launched system (``testkit.processes``), with each service's admin port."""
+
+    system: LaunchedSystem
+    admin_ports: dict[str, int]
+
+    def admin_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.admin_ports[service]}"
+
+
+@contextmanager
+def bench_system(settings: Mapping[str, str] | None = None) -> Iterator[Bench]:
+    """The system as `make run` starts it, with its own data directory, broker namespace
+    and admin ports; its queues and exchanges are deleted once it has stopped."""
+    admin_ports = {service: free_port() for service in SERVICES}
+    env = {f"{s.upper()}_ADMIN_PORT": str(port) for s, port in admin_ports.items()}
+    namespace = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with launched_system(AMQP_URL, Path(tmp), settings={**env, **(settings or {})}) as sut:
+                namespace = sut.namespace
+                yield Bench(sut, admin_ports)
+        finally:
+            if namespace:
+                asyncio.run(_delete_namespace(namespace))
+
+
+async def _delete_namespace(namespace: str) -> None:
+    await delete_namespace(AMQP_URL, namespace)
+    await settle()
+
+
+def load_average() -> str:
+    """The machine's load (1, 5, 15 minutes): other work shares these cores."""
+    return "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+
+
+async def settle() -> None:
+    """Let the close callbacks aio-pika schedules when a connection closes run before the
+    event loop ends (else Python reports each as a task destroyed while pending)."""
+    for _ in range(3):
+        await asyncio.sleep(0)  # the done-callbacks already scheduled create their tasks
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if not others:
+            return
+        await asyncio.wait(others, timeout=2)
+
+
+# --- the steps of a sale, as an outside system performs them ----------------------------
+
+PROOF = minimal_pdf("Wire transfer proof (bench)")
+
+
+class BenchClient(ContractClient):
+    """The contract client, acting as the contract names, with waits keyed by order.
+
+    ``ContractClient.wait_event`` rescans every event seen on each arrival, for every
+    waiter: with hundreds of sales in flight the client, not the system, would be
+    measured. Here an event is handed to its waiter by ``(routing key, order_id)``."""
+
+    def __init__(self, system: LaunchedSystem) -> None:
+        super().__init__(
+            AMQP_URL, system.namespace, read_users(system.data_dir / "broker-users.json")
+        )
+        self._unclaimed: dict[tuple[str, str], Body] = {}
+        self._awaited: dict[tuple[str, str], asyncio.Future[Body]] = {}
+
+    async def __aenter__(self) -> BenchClient:
+        await super().__aenter__()
+        # Each role's connection opened now, before sales run at once: the base class
+        # opens one per concurrent first use and keeps only the last.
+        for role in ("storefront", "operations"):
+            await self.sender(role)
+        return self
+
+    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+        body = json.loads(message.body)
+        key = (message.routing_key or "", str(body.get("order_id") or ""))
+        future = self._awaited.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(body)
+        elif key[1]:
+            self._unclaimed.setdefault(key, body)
+
+    async def order_event(self, routing_key: str, order_id: str, *, wait_s: float = 30) -> Body:
+        """The first ``routing_key`` event about ``order_id`` (already arrived or awaited)."""
+        key = (routing_key, order_id)
+        if key in self._unclaimed:
+            return self._unclaimed.pop(key)
+        future: asyncio.Future[Body] = asyncio.get_running_loop().create_future()
+        self._awaited[key] = future
+        try:
+            return await asyncio.wait_for(future, wait_s)
+        finally:
+            self._awaited.pop(key, None)
+
+
+async def upload_proof(
+    http: httpx.AsyncClient, system: LaunchedSystem, order_id: str, reseller: str
+) -> None:
+    """``POST /v1/orders/{id}/proofs`` with the internal token, acting for ``reseller``."""
+    response = await http.post(
+        f"{system.url('orders')}/v1/orders/{order_id}/proofs",
+        headers={"Authorization": f"Bearer {system.api_token}", "X-Reseller-Id": reseller},
+        files={"file": ("proof.pdf", PROOF, "application/pdf")},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def paid_order(
+    client: ContractClient,
+    http: httpx.AsyncClient,
+    system: LaunchedSystem,
+    reseller: str,
+    order: Body,
+) -> str:
+    """``order.place`` (with ``order``'s fields), the proof uploaded, accepted by
+    operations; returns the order id."""
+    placed = await client.ok("order.place", {"reseller_id": reseller, "space": "reseller", **order})
+    order_id: str = placed["order_id"]
+    await upload_proof(http, system, order_id, reseller)
+    await client.ok(
+        "proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "bench"}
+    )
+    return order_id
+
+
+# --- what went through the broker (the services' own counters) --------------------------
+
+
+@dataclass(frozen=True)
+class BrokerCounts:
+    """Publications, from the services' ``/metrics``: events from the outboxes, and the
+    commands and queries their services took (the bench's and the internal calls); each
+    of those is a request, answered by one reply."""
+
+    events: int = 0
+    requests: int = 0
+
+    @property
+    def published(self) -> int:
+        return self.events + 2 * self.requests
+
+    def __sub__(self, other: BrokerCounts) -> BrokerCounts:
+        return BrokerCounts(self.events - other.events, self.requests - other.requests)
+
+
+def _is_event(routing_key: str) -> bool:
+    model = REGISTRY.get(routing_key)
+    return model is not None and issubclass(model, Event)
+
+
+async def broker_counts(http: httpx.AsyncClient, bench: Bench) -> BrokerCounts:
+    events = requests = 0.0
+    for service in SERVICES:
+        response = await http.get(bench.admin_url(service) + "/metrics")
+        response.raise_for_status()
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                if sample.name == "xo_events_published_total":
+                    events += sample.value
+                elif (
+                    sample.name == "xo_messages_total"
+                    and sample.labels["outcome"] != "failed"  # a redelivery, not a publication
+                    and not _is_event(sample.labels["routing_key"])
+                ):
+                    requests += sample.value
+    return BrokerCounts(round(events), round(requests))
+
+
+# --- raw aio-pika baselines --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    items: int
+    hops: int
+    seconds: float
+
+    @property
+    def messages_per_second(self) -> float:
+        """Broker publications per second: each item is published once per hop."""
+        return self.items * self.hops / self.seconds
+
+
+async def raw_pipeline(
+    amqp_url: str, items: int, *, hops: int = 3, prefetch: int = 256
+) -> Pipeline:
+    """Ceiling: ``items`` persistent messages through ``hops`` durable quorum queues, each
+    publication confirmed; every stage (its own connection, prefetch ``prefetch``) consumes
+    one queue and publishes to the next before acking; the last acks. Raw aio-pika, no
+    validation, no storage (DESIGN.md, Performance method)."""
+    tag = uuid.uuid4().hex[:8]
+    names = [f"bench.pipeline.{tag}.{hop}" for hop in range(hops)]
+    body = json.dumps({"order_id": "ol_" + "0" * 24, "padding": "x" * 300}).encode()
+    connections = [await aio_pika.connect(amqp_url) for _ in range(hops + 1)]
+    arrived = 0
+    all_arrived = asyncio.Event()
+    try:
+        channels = []
+        for connection in connections:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=prefetch)
+            channels.append(channel)
+        producer = channels[0]
+        for name in names:
+            await producer.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+
+        def stage(
+            hop: int, channel: aio_pika.abc.AbstractChannel
+        ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+            async def forward(message: AbstractIncomingMessage) -> None:
+                nonlocal arrived
+                if hop + 1 < hops:
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(
+                            message.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                        ),
+                        routing_key=names[hop + 1],
+                    )
+                await message.ack()
+                if hop + 1 == hops:
+                    arrived += 1
+                    if arrived == items:
+                        all_arrived.set()
+
+            return forward
+
+        for hop, name in enumerate(names):
+            channel = channels[hop + 1]
+            queue = await channel.get_queue(name, ensure=False)
+            await queue.consume(stage(hop, channel))
+        window = asyncio.Semaphore(prefetch)
+
+        async def publish() -> None:
+            async with window:
+                await producer.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=names[0],
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(publish() for _ in range(items)))
+        await asyncio.wait_for(all_arrived.wait(), 120)
+        seconds = time.perf_counter() - started
+    finally:
+        for connection in connections[1:]:  # the stages stop consuming first
+            await connection.close()
+        cleanup = await connections[0].channel()
+        for name in names:
+            await cleanup.queue_delete(name)
+        await connections[0].close()
+    return Pipeline(items, hops, seconds)

@@ -13,46 +13,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-from bench.common import raw_round_trips, summary
-from testkit.broker import delete_namespace
-from testkit.contract_client import ContractClient, read_users
-from testkit.processes import LaunchedSystem, launched_system
-
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+from bench.common import (
+    AMQP_URL,
+    BenchClient,
+    bench_system,
+    load_average,
+    paid_order,
+    raw_round_trips,
+    settle,
+    summary,
+)
+from testkit.processes import LaunchedSystem
 
 
 async def one_sale(
-    system: LaunchedSystem, client: ContractClient, http: httpx.AsyncClient, n: int
+    system: LaunchedSystem, client: BenchClient, http: httpx.AsyncClient, n: int
 ) -> dict[str, float]:
     """One sale; returns the milliseconds of each stage after plan.bind, and the total."""
-    order = await client.ok(
-        "order.place",
-        {"reseller_id": "bench", "space": "reseller", "edition": "starter", "billing": "monthly"},
-    )
-    order_id = order["order_id"]
-    await http.post(
-        f"{system.url('orders')}/v1/orders/{order_id}/proofs",
-        headers={"Authorization": f"Bearer {system.api_token}", "X-Reseller-Id": "bench"},
-        files={"file": ("p.pdf", b"%PDF-1.4 bench", "application/pdf")},
-    )
-    await client.ok(
-        "proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "bench"}
-    )
+    order = {"edition": "starter", "billing": "monthly"}
+    order_id = await paid_order(client, http, system, "bench", order)
     email = f"customer{n}@bench.example"
     marks = [time.perf_counter()]
     await client.ok(
         "plan.bind", {"reseller_id": "bench", "order_id": order_id, "customer_email": email}
     )
     marks.append(time.perf_counter())
-    note = await client.wait_event("customer.notification", lambda b: b["order_id"] == order_id)
+    note = await client.order_event("customer.notification", order_id)
     marks.append(time.perf_counter())
     registered = await http.post(
         f"{system.url('licensing')}/v1/appliances/register",
@@ -83,15 +74,11 @@ STAGES = (
 
 
 async def measure(system: LaunchedSystem, sales: int) -> tuple[list[dict[str, float]], list[float]]:
-    async with (
-        ContractClient(
-            AMQP_URL, system.namespace, read_users(system.data_dir / "broker-users.json")
-        ) as client,
-        httpx.AsyncClient(timeout=10) as http,
-    ):
+    async with BenchClient(system) as client, httpx.AsyncClient(timeout=10) as http:
         await one_sale(system, client, http, -1)  # warm-up
         samples = [await one_sale(system, client, http, n) for n in range(sales)]
     baseline = await raw_round_trips(AMQP_URL, max(sales, 50))
+    await settle()
     return samples, baseline
 
 
@@ -102,12 +89,10 @@ def main() -> None:
     # Every sale registers an appliance from this one address: lift the per-source limit
     # (L2), which would otherwise refuse the 21st registration within 15 minutes.
     limits = {"REGISTRATION_ATTEMPTS_PER_SOURCE": str(10 * args.sales + 100)}
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        launched_system(AMQP_URL, Path(tmp), settings=limits) as system,
-    ):
-        samples, baseline = asyncio.run(measure(system, args.sales))
-        asyncio.run(delete_namespace(AMQP_URL, system.namespace))
+    print(f"start: {load_average()}")
+    with bench_system(limits) as bench:
+        samples, baseline = asyncio.run(measure(bench.system, args.sales))
+    print(f"end: {load_average()}")
     totals = [sample["total"] for sample in samples]
     print(summary("plan.bind -> licence fetched", totals))
     for stage in STAGES:
