@@ -1,0 +1,360 @@
+"""The reseller space's handlers: partner commands from operations, sign-in, links, sessions,
+and the calls the pages make to the domain services (public contract only).
+
+Every command the pages send names the reseller of the session: the ``reseller_id`` a
+handler here is given comes from ``Session``, never from a form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+from uuid import uuid4
+
+import httpx
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, ValidationError
+
+from services.reseller_space.domain import (
+    LinkPolicy,
+    Partner,
+    Session,
+    SessionPolicy,
+    SignInLimits,
+    admit_sign_in,
+    check_password_rules,
+    invalid_link,
+    new_secret,
+    too_many_attempts,
+    unknown_partner,
+    wait_if_over,
+)
+from services.reseller_space.store import ResellerSpaceStore
+from services.reseller_space.views import size
+from shared.basics.catalogue import Catalogue
+from shared.basics.clock import Clock
+from shared.basics.emails import normalise_email
+from shared.basics.errors import ErrorCode, Refused
+from shared.contracts.base import Command
+from shared.contracts.orders import ProofView
+from shared.contracts.partners import CreatePartner, DisablePartner, PartnerView
+from shared.runtime.logging import get_logger
+from shared.runtime.messaging import Bus, Delivery, UpstreamUnavailable
+
+log = get_logger(__name__)
+R = TypeVar("R", bound=BaseModel)
+NOBODY = "nobody@invalid.invalid"  # counted and checked like any email, never an account
+
+
+class Passwords:
+    """argon2id hashes (argon2-cffi's RFC 9106 defaults), computed off the event loop. An
+    unknown email is checked against a dummy hash: it costs the same as a wrong password."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher()
+        self.dummy = self.hasher.hash(new_secret())
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return self.hasher.verify(password_hash or self.dummy, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        ok = await asyncio.to_thread(check)
+        return ok and password_hash is not None
+
+
+@dataclass(frozen=True)
+class ProofApi:
+    """The orders HTTP API the proofs are uploaded to, with the internal token; the
+    reseller is the session's (``X-Reseller-Id``)."""
+
+    url: str
+    token: str
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class SpaceDeps:
+    store: ResellerSpaceStore
+    bus: Bus
+    clock: Clock
+    passwords: Passwords
+    links: LinkPolicy
+    sessions: SessionPolicy
+    limits: SignInLimits
+    catalogue: Catalogue
+    proofs: ProofApi
+
+
+# --- partner commands (operations) ----------------------------------------------------------
+
+
+async def create_partner(cmd: CreatePartner, delivery: Delivery, *, deps: SpaceDeps) -> PartnerView:
+    """``partner.create``: the account, invited by a link sent through the mailer. The same
+    account created again while still invited gets a fresh invitation (the old link dies)."""
+    email = normalise_email(cmd.contact_email)
+    now = deps.clock.now()
+    partner = Partner.create(cmd.reseller_id, company=cmd.company, email=email, now=now)
+    partner.issue_link("invitation", secret=new_secret(), policy=deps.links, now=now)
+    partner.mark_applied(delivery.message_id)
+    if await deps.store.add_partner(partner):
+        log.info("partner_created", reseller_id=cmd.reseller_id)
+        return partner.view()
+
+    def invite_again(existing: Partner) -> None:
+        if not existing.same_account(company=cmd.company, email=email):
+            raise Refused(
+                ErrorCode.PARTNER_EXISTS,
+                f"partner {cmd.reseller_id} exists with other details "
+                f"({existing.company}, {existing.contact_email})",
+            )
+        if existing.status != "invited":
+            raise Refused(
+                ErrorCode.PARTNER_EXISTS,
+                f"partner {cmd.reseller_id} is {existing.status}: its password is set; "
+                "it can ask for a password reset",
+            )
+        existing.issue_link("invitation", secret=new_secret(), policy=deps.links, now=now)
+
+    saved = await deps.store.partners.mutate(
+        cmd.reseller_id, invite_again, message_id=delivery.message_id
+    )
+    return saved.aggregate.view()
+
+
+async def disable_partner(
+    cmd: DisablePartner, delivery: Delivery, *, deps: SpaceDeps
+) -> PartnerView:
+    """``partner.disable``: no more sign-in, and every open session ends now."""
+    now = deps.clock.now()
+    saved = await deps.store.partners.mutate(
+        cmd.reseller_id, lambda p: p.disable(cmd.reason, now), message_id=delivery.message_id
+    )
+    ended = await deps.store.sessions.end_all_of(cmd.reseller_id)
+    log.info("partner_disabled", reseller_id=cmd.reseller_id, sessions_ended=ended)
+    return saved.aggregate.view()
+
+
+# --- sign-in, links, sessions ---------------------------------------------------------------
+
+
+def source_key(host: str) -> str:
+    """One source: an IPv4 address, or an IPv6 /64 (rotating inside it is still one)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host[:128]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _email_or_nobody(raw: str) -> str:
+    try:
+        return normalise_email(raw)
+    except Refused:
+        return NOBODY
+
+
+async def _count(key: str, limit: int, *, deps: SpaceDeps, now: datetime) -> int | None:
+    window = deps.limits.window
+    count = await deps.store.attempts.count(key, now=now, window=window)
+    return wait_if_over(count, limit=limit, now=now, window=window)
+
+
+async def sign_in(
+    *, email: str, password: str, source: str, deps: SpaceDeps
+) -> tuple[str, Session]:
+    """Email and password to a new session (its id for the cookie, and the session).
+
+    1. counted for the source; past its limit, refused before anything else;
+    2. counted for the account, and the password checked (a dummy hash for an unknown
+       email): past the account's limit only the right password signs in."""
+    now = deps.clock.now()
+    source_wait = await _count(
+        f"source:{source_key(source)}", deps.limits.per_source, deps=deps, now=now
+    )
+    if source_wait is not None:
+        log.warning("sign_in_rate_limited", limit="source", source=source)
+        raise too_many_attempts(source_wait)
+    account = _email_or_nobody(email)
+    account_wait, partner = await asyncio.gather(
+        _count(f"account:{account}", deps.limits.per_account, deps=deps, now=now),
+        deps.store.partner_by_email(account),
+    )
+    password_ok = await deps.passwords.verify(partner.password_hash if partner else None, password)
+    if account_wait is not None:
+        log.warning("sign_in_rate_limited", limit="account", source=source, admitted=password_ok)
+    partner = admit_sign_in(password_ok=password_ok, account_wait=account_wait, partner=partner)
+    session_id = new_secret()
+    session = Session.open(
+        session_id=session_id,
+        partner=partner,
+        csrf_token=new_secret(),
+        now=now,
+        policy=deps.sessions,
+    )
+    await deps.store.sessions.add(session)
+    log.info("signed_in", reseller_id=partner.id)
+    return session_id, session
+
+
+async def session_of(session_id: str | None, *, deps: SpaceDeps) -> Session | None:
+    """The live session a cookie names, its idle deadline moved on; None otherwise."""
+    if not session_id or len(session_id) > 128:
+        return None
+    session = await deps.store.sessions.get(session_id)
+    now = deps.clock.now()
+    if session is None:
+        return None
+    if not session.alive(now):
+        await deps.store.sessions.end(session_id)
+        return None
+    idle_until = session.touched(now, deps.sessions)
+    if idle_until is not None:
+        await deps.store.sessions.update(session, idle_until=idle_until)
+    return session
+
+
+async def sign_out(session_id: str, *, deps: SpaceDeps) -> None:
+    await deps.store.sessions.end(session_id)
+
+
+async def switch_space(session: Session, space: str, *, deps: SpaceDeps) -> None:
+    if space not in ("reseller", "personal"):
+        raise Refused(ErrorCode.INVALID_REQUEST, "a space is reseller or personal")
+    await deps.store.sessions.update(session, space=space)
+
+
+async def request_password_reset(*, email: str, source: str, deps: SpaceDeps) -> None:
+    """A reset link to the account's email, if there is such an active or invited account.
+    The answer is the same either way; requests are limited per source and per email."""
+    now = deps.clock.now()
+    account = _email_or_nobody(email)
+    waits = await asyncio.gather(
+        _count(f"reset-source:{source_key(source)}", deps.limits.per_source, deps=deps, now=now),
+        _count(f"reset:{account}", deps.limits.per_account, deps=deps, now=now),
+    )
+    refused = [w for w in waits if w is not None]
+    if refused:
+        raise too_many_attempts(max(refused))
+    partner = await deps.store.partner_by_email(account)
+    if partner is None or partner.status == "disabled":
+        log.info("password_reset_unknown_email")
+        return
+    await deps.store.partners.mutate(
+        partner.id,
+        lambda p: p.issue_link("password_reset", secret=new_secret(), policy=deps.links, now=now),
+        message_id=None,
+    )
+    log.info("password_reset_sent", reseller_id=partner.id)
+
+
+async def partner_for_link(secret: str, *, deps: SpaceDeps) -> Partner:
+    """The account a live link belongs to, or ``invalid_link``."""
+    partner = await deps.store.partner_by_link(secret) if len(secret) <= 128 else None
+    if partner is None or not partner.link_usable(secret, deps.clock.now()):
+        raise invalid_link()
+    return partner
+
+
+async def set_password(*, secret: str, password: str, confirm: str, deps: SpaceDeps) -> Partner:
+    """Use a link once: the password is set, the account active, every session ended."""
+    partner = await partner_for_link(secret, deps=deps)
+    if password != confirm:
+        raise Refused(ErrorCode.WEAK_PASSWORD, "the two passwords differ")
+    check_password_rules(password, email=partner.contact_email)
+    password_hash = await deps.passwords.hash(password)
+    now = deps.clock.now()
+    saved = await deps.store.partners.mutate(
+        partner.id,
+        lambda p: p.set_password(secret, password_hash=password_hash, now=now),
+        message_id=None,
+    )
+    await deps.store.sessions.end_all_of(partner.id)
+    log.info("password_set", reseller_id=partner.id)
+    return saved.aggregate
+
+
+async def partner_of(session: Session, *, deps: SpaceDeps) -> Partner:
+    partner = await deps.store.partners.get(session.reseller_id)
+    if partner is None:
+        raise unknown_partner(session.reseller_id)
+    return partner
+
+
+async def purge(now: datetime, *, deps: SpaceDeps) -> int:
+    """Sessions past their end and attempt counters no window reads any more."""
+    ended = await deps.store.sessions.purge(now)
+    return ended + await deps.store.attempts.purge(now)
+
+
+# --- the domain services, through the public contract ---------------------------------------
+
+
+async def ask(
+    command: Command, result: type[R], *, deps: SpaceDeps, message_id: str | None = None
+) -> R:
+    """Request/reply to the owning service. Its refusal is raised as ``Refused``; no answer
+    in time as ``upstream_unavailable``. ``message_id`` is the form's own id, so a form sent
+    twice (a double click, a resend after a timeout) acts once."""
+    try:
+        return await deps.bus.call(
+            command, result, message_id=message_id or str(uuid4()), correlation_id=None
+        )
+    except UpstreamUnavailable as exc:
+        raise Refused(
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            "the service did not answer in time; nothing was lost, try again in a moment",
+        ) from exc
+
+
+async def upload_proof(
+    *,
+    order_id: str,
+    reseller_id: str,
+    filename: str,
+    content: bytes,
+    content_type: str,
+    deps: SpaceDeps,
+) -> ProofView:
+    """Forward the proof to the orders HTTP API for the session's reseller (O3)."""
+    if len(content) > deps.proofs.max_bytes:
+        raise Refused(
+            ErrorCode.PROOF_TOO_LARGE,
+            f"the file is larger than the limit of {size(deps.proofs.max_bytes)}",
+        )
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.post(
+                f"{deps.proofs.url.rstrip('/')}/v1/orders/{order_id}/proofs",
+                headers={
+                    "Authorization": f"Bearer {deps.proofs.token}",
+                    "X-Reseller-Id": reseller_id,
+                },
+                files={"file": (filename, content, content_type or "application/octet-stream")},
+            )
+    except httpx.HTTPError as exc:
+        log.warning("proof_upload_failed", error=type(exc).__name__)
+        raise Refused(
+            ErrorCode.UPSTREAM_UNAVAILABLE, "the upload could not reach the orders service; retry"
+        ) from exc
+    if response.status_code == 201:
+        return ProofView.model_validate_json(response.content)
+    try:
+        error = response.json()["error"]
+        code, message = ErrorCode(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError, ValidationError):
+        code, message = ErrorCode.UPSTREAM_UNAVAILABLE, "the orders service could not take it"
+    raise Refused(code, message)
