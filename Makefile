@@ -22,7 +22,6 @@ run: $(STAMP)
 test: $(STAMP)
 	scripts/ensure-rabbitmq
 	scripts/ensure-chromium
-	scripts/ensure-chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
