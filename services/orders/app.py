@@ -6,10 +6,11 @@ import secrets
 from datetime import timedelta
 from functools import partial
 
-from services.orders import handlers, http
+from services.orders import handlers, http, proof_files
 from services.orders.domain import OrderLine, unknown_order
 from services.orders.store import OrderStore
 from shared.basics.catalogue import load_catalogue
+from shared.contracts.operations import GetProof
 from shared.contracts.orders import (
     BindPlan,
     CancelOrder,
@@ -52,6 +53,7 @@ def wire(runtime: Runtime) -> Wiring:
             Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps)),
             Route(GetOrder, partial(handlers.get_order, deps=deps)),
             Route(ListOrders, partial(handlers.list_orders, deps=deps)),
+            Route(GetProof, partial(proof_files.get_proof, deps=deps)),
         ],
         http=http.router(deps),
         setup=store.create_indexes,

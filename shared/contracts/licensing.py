@@ -63,7 +63,7 @@ class LicenseStatusResult(BaseModel):
     edition: str
     status: LicenseStatus
     reason: LicenseReason
-    valid_until: AwareDatetime | None
+    valid_until: AwareDatetime | None = None  # replies omit None fields
     plans: list[PlanEntitlementView]
     appliances: list[ApplianceView]
     support: bool

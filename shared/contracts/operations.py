@@ -132,10 +132,10 @@ class DeadLetterDiscarded(_DeadLetterEvent):
 
 class ReviewItem(BaseModel):
     order_id: str
-    reseller_id: str | None
-    edition: str | None
-    billing: str | None
-    amount_due: int | None = Field(description="Minor units.")
+    reseller_id: str | None = None
+    edition: str | None = None
+    billing: str | None = None
+    amount_due: int | None = Field(default=None, description="Minor units.")
     currency: str
     proof_id: str
     sha256: str
@@ -168,7 +168,7 @@ class StuckLineView(BaseModel):
     kind: StuckKind
     since: AwareDatetime
     age_seconds: int
-    reseller_id: str | None
+    reseller_id: str | None = None
     status: str
     edition: str | None = None
 
@@ -190,16 +190,18 @@ class TimelineEntry(BaseModel):
     routing_key: str = Field(description="The event's, or ``action:<command>`` for an operator's.")
     occurred_at: AwareDatetime
     publisher: str
-    correlation_id: str | None
-    operator: str | None
+    correlation_id: str | None = None
+    operator: str | None = None
     summary: str
 
 
 class LineTimeline(BaseModel):
     order_id: str
-    status: str | None = Field(description="What the event log says; none if it knows nothing.")
-    reseller_id: str | None
-    customer_email: str | None
+    status: str | None = Field(
+        default=None, description="What the event log says; none if it knows nothing."
+    )
+    reseller_id: str | None = None
+    customer_email: str | None = None
     entries: list[TimelineEntry]
 
 
