@@ -9,6 +9,7 @@ from functools import partial
 from services.licensing import handlers, http
 from services.licensing.domain.customer import Customer, unknown_customer
 from services.licensing.domain.policy import Policy
+from services.licensing.domain.rate_limits import RegistrationLimits
 from services.licensing.signing import LicenceSigner, generate_private_key_b64
 from services.licensing.store import LicensingStore
 from shared.basics.catalogue import load_catalogue
@@ -49,7 +50,7 @@ def wire(runtime: Runtime) -> Wiring:
         signer=LicenceSigner.from_base64(private_key, settings.license_previous_public_keys),
         policy=policy_of(settings),
         clock=runtime.clock,
-        limits=handlers.RegistrationLimits(
+        limits=RegistrationLimits(
             window=timedelta(seconds=settings.registration_window_seconds),
             per_source=settings.registration_attempts_per_source,
             per_email=settings.registration_attempts_per_email,

@@ -6,21 +6,26 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NoReturn
 
 from services.licensing.domain.customer import Customer
 from services.licensing.domain.entitlement import Entitlement
 from services.licensing.domain.policy import Policy
-from services.licensing.domain.rate_limits import retry_after, source_key
-from services.licensing.domain.registration import invalid_registration
+from services.licensing.domain.rate_limits import (
+    RegistrationLimits,
+    retry_after,
+    source_key,
+    too_many_attempts,
+)
+from services.licensing.domain.registration import admit, invalid_registration
 from services.licensing.domain.views import licence_claims, status_view
 from services.licensing.signing import LicenceSigner
 from services.licensing.store import LicensingStore
 from shared.basics.clock import Clock
 from shared.basics.emails import normalise_email
-from shared.basics.errors import ErrorCode, RateLimited, Refused
+from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.licensing import (
     ApplianceLicense,
     GetLicenseStatus,
@@ -51,21 +56,12 @@ def refuse_registration(_email: str) -> NoReturn:
 
 
 @dataclass(frozen=True)
-class RegistrationLimits:
-    """L2: registration attempts allowed per source and per email over a sliding window."""
-
-    window: timedelta = timedelta(minutes=15)
-    per_source: int = 20
-    per_email: int = 10
-
-
-@dataclass(frozen=True)
 class LicensingDeps:
     store: LicensingStore
     signer: LicenceSigner
     policy: Policy
     clock: Clock
-    limits: RegistrationLimits = RegistrationLimits()
+    limits: RegistrationLimits = field(default_factory=RegistrationLimits)
 
 
 # --- plan events (L1, O7) -------------------------------------------------------------
@@ -181,31 +177,12 @@ async def reissue_registration_token(
 # --- the appliance HTTP API (L2-L5) -----------------------------------------------------
 
 
-async def _limit_attempts(source: str, email: str, *, deps: LicensingDeps) -> None:
-    """L2: count the attempt per source and per email, then refuse past either limit.
-
-    Every attempt counts, whatever its outcome, and the same way for a known and an
-    unknown email: the answer (and its time) never tells whether the email is a customer.
-    """
-    now, limits = deps.clock.now(), deps.limits
-    counted = await asyncio.gather(
-        deps.store.attempts.count(f"source:{source_key(source)}", now=now, window=limits.window),
-        deps.store.attempts.count(f"email:{email}", now=now, window=limits.window),
-    )
-    waits = [
-        retry_after(previous=previous, current=current, limit=limit, window=limits.window, now=now)
-        for (previous, current), limit in zip(
-            counted, (limits.per_source, limits.per_email), strict=True
-        )
-    ]
-    refused = [w for w in waits if w is not None]
-    if refused:
-        log.warning("registration_rate_limited", source=source, retry_after=max(refused))
-        raise RateLimited(
-            ErrorCode.TOO_MANY_ATTEMPTS,
-            "too many registration attempts; try again later",
-            retry_after=max(refused),
-        )
+async def _counted(key: str, limit: int, *, deps: LicensingDeps) -> int | None:
+    """Count one attempt for ``key`` now (every replica counts against the same number);
+    ``None`` if it is within ``limit``, else the seconds to wait."""
+    now, window = deps.clock.now(), deps.limits.window
+    previous, current = await deps.store.attempts.count(key, now=now, window=window)
+    return retry_after(previous=previous, current=current, limit=limit, window=window, now=now)
 
 
 async def register_appliance(
@@ -213,18 +190,32 @@ async def register_appliance(
 ) -> Registration:
     """``POST /v1/appliances/register`` (L2, L3, L5).
 
-    A wrong email, a wrong token and an unknown email all end in the same refusal,
-    after the same counting and the same digest comparisons.
+    1. The attempt is counted for its source; a source past its limit is refused before
+       anything else, the email's count included (rate_limits: nobody locks a customer
+       out with a source that is already refused).
+    2. It is counted for the email, and the token is checked, at once: a wrong email, a
+       wrong token and an unknown email end in the same refusal after the same counting,
+       the same store read and the same number of digest comparisons; past the email's
+       limit the refusal is ``too_many_attempts``, yet the right token registers
+       (``registration.admit``).
     """
     try:
         email = normalise_email(request.email)
     except Refused:
         email = "invalid@invalid.invalid"
-    await _limit_attempts(source, email, deps=deps)
-    known = await deps.store.tokens_of(email)
+    source_wait = await _counted(f"source:{source_key(source)}", deps.limits.per_source, deps=deps)
+    if source_wait is not None:
+        log.warning("registration_rate_limited", limit="source", source=source)
+        raise too_many_attempts(source_wait)
+    email_wait, known = await asyncio.gather(
+        _counted(f"email:{email}", deps.limits.per_email, deps=deps),
+        deps.store.tokens_of(email),
+    )
     probe = known or Customer.new(email)
-    if not probe.token_matches(request.registration_token) or known is None:
-        refuse_registration(email)
+    token_valid = probe.token_matches(request.registration_token) and known is not None
+    if email_wait is not None:
+        log.warning("registration_rate_limited", limit="email", source=source, admitted=token_valid)
+    admit(token_valid=token_valid, email_wait=email_wait)
     random_part = secrets.token_urlsafe(32)  # 256 bits
 
     def register(customer: Customer) -> None:

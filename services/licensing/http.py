@@ -6,12 +6,14 @@ the OpenAPI generator resolves ``router``'s ``deps`` annotation to build a place
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.licensing import handlers
 from services.licensing.handlers import LicensingDeps
 from shared.contracts.licensing import (
+    APPLIANCE_ID_MAX_LENGTH,
+    APPLIANCE_ID_PATTERN,
     ApplianceLicense,
     PublicKeys,
     RegisterAppliance,
@@ -27,7 +29,12 @@ REGISTER_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: _error("invalid_registration: wrong email, wrong token or unknown email (one answer)"),
     403: _error("license_suspended: the customer's licence is suspended"),
     409: _error("plan_in_use (send move=true) or no_active_plan"),
-    429: _error("too_many_attempts or move_limit_reached; see the Retry-After header"),
+    413: _error("body_too_large: the body exceeds 16 KB (refused before it is read)"),
+    422: _error("invalid_request: a field is missing or malformed (e.g. the appliance id)"),
+    429: _error(
+        "too_many_attempts (from a source past its limit, whatever the token; past the "
+        "email's limit, any token but the right one) or move_limit_reached; see Retry-After"
+    ),
 }
 
 
@@ -49,10 +56,21 @@ def router(deps: LicensingDeps) -> APIRouter:
     @routes.get(
         "/appliances/{appliance_id}/license",
         summary="Which edition this appliance may unlock",
-        responses={401: _error("invalid_appliance_credentials")},
+        responses={
+            401: _error("invalid_appliance_credentials"),
+            422: _error("invalid_request: not an appliance id"),
+        },
     )
     async def licence(
-        appliance_id: str,
+        appliance_id: Annotated[
+            str,
+            Path(
+                min_length=1,
+                max_length=APPLIANCE_ID_MAX_LENGTH,
+                pattern=APPLIANCE_ID_PATTERN,
+                description="As registered: the first character a letter or a digit.",
+            ),
+        ],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> ApplianceLicense:
         secret = credentials.credentials if credentials else ""

@@ -210,12 +210,25 @@ class CustomerNotification(_CustomerEvent):
 # --- Appliance HTTP API bodies -------------------------------------------------------
 
 
+# An appliance id: 1 to 128 ASCII letters, digits, ``.``, ``_``, ``:`` or ``-``, the first a
+# letter or a digit (``.`` and ``..`` are path segments, not ids). The same pattern checks
+# the id in the body of a registration and in the path of a licence check.
+APPLIANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+APPLIANCE_ID_MAX_LENGTH = 128
+
+
 class RegisterAppliance(BaseModel):
     """``POST /v1/appliances/register``."""
 
     email: str = Field(min_length=1, max_length=320)
     registration_token: str = Field(min_length=1, max_length=256)
-    appliance_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    appliance_id: str = Field(
+        min_length=1,
+        max_length=APPLIANCE_ID_MAX_LENGTH,
+        pattern=APPLIANCE_ID_PATTERN,
+        description="1 to 128 ASCII letters, digits, '.', '_', ':' or '-'; the first a "
+        "letter or a digit.",
+    )
     move: bool = False
 
 

@@ -181,21 +181,27 @@ async def test_l2_rate_limit_answers_an_unknown_email_exactly_like_a_known_one(
     ]
 
 
-async def test_l2_past_the_email_limit_even_the_right_token_waits_for_retry_after(
+async def test_l2_past_the_email_limit_the_right_token_registers_a_wrong_one_waits(
     system: System,
 ) -> None:
+    """L2 lockout: the email's limit stops guessing, never the customer's own token."""
     _, token = await bind(system, "patient@example.com")
-    appliance = ApplianceClient(system, "xoa-p", source="192.0.2.10")
+    guesser = ApplianceClient(system, "xoa-g", source="192.0.2.10")
     for _ in range(PER_EMAIL):
-        assert (await appliance.register("patient@example.com", "nope")).status_code == 401
-    limited = await appliance.register("patient@example.com", token)
+        assert (await guesser.register("patient@example.com", "nope")).status_code == 401
+    limited = await guesser.register("patient@example.com", "nope")
     assert limited.status_code == 429
     wait = int(limited.headers["Retry-After"])
     assert 0 < wait <= 2 * system.settings.registration_window_seconds
+
+    customer = ApplianceClient(system, "xoa-p", source="198.51.100.10")
+    assert (await customer.register("patient@example.com", token)).status_code == 200
+    assert (await customer.check())["status"] == "active"
+
     system.clock.advance(timedelta(seconds=wait - 1))
-    assert (await appliance.register("patient@example.com", token)).status_code == 429
-    system.clock.advance(timedelta(seconds=wait + 1))
-    assert (await appliance.register("patient@example.com", token)).status_code == 200
+    assert (await guesser.register("patient@example.com", "nope")).status_code == 429
+    system.clock.advance(timedelta(seconds=2 * system.settings.registration_window_seconds))
+    assert (await guesser.register("patient@example.com", "nope")).status_code == 401
 
 
 async def test_l2_attempts_are_limited_per_source_whatever_the_email(system: System) -> None:
@@ -207,6 +213,10 @@ async def test_l2_attempts_are_limited_per_source_whatever_the_email(system: Sys
     assert int(answers[-1].headers["Retry-After"]) > 0
     elsewhere = ApplianceClient(system, "xoa-other", source="198.51.100.1")
     assert (await elsewhere.register("guess0@example.com", "token")).status_code == 401
+    # L2: the source limit holds even for the right token (a source over it is refused
+    # before anything else is looked at)
+    _, token = await bind(system, "behind-scanner@example.com")
+    assert (await scanner.register("behind-scanner@example.com", token)).status_code == 429
 
 
 async def test_l2_the_limit_holds_across_two_replicas_of_the_licensing_service(

@@ -83,12 +83,19 @@ async def until_applied(system: System, message_id: str, *, timeout: float = 15)
 
 
 def events(system: System, routing_key: str, **where: Any) -> list[dict[str, Any]]:
-    """The events of ``routing_key`` received so far whose fields match ``where``."""
-    return [
-        body
-        for key, body, _ in system.client.events
-        if key == routing_key and all(body.get(k) == v for k, v in where.items())
-    ]
+    """The events of ``routing_key`` received so far whose fields match ``where``: one per
+    message id, in the order first received. Publication is at least once (a publication
+    retried after a late confirm comes again with its id), and consumers apply a message
+    id once: so does this, and "once each" means one message id each."""
+    seen: set[str | None] = set()
+    found = []
+    for key, body, message in system.client.events:
+        if key != routing_key or not all(body.get(k) == v for k, v in where.items()):
+            continue
+        if message.message_id is None or message.message_id not in seen:
+            seen.add(message.message_id)
+            found.append(body)
+    return found
 
 
 async def run_checks(system: System) -> int:
@@ -132,7 +139,14 @@ class ApplianceClient:
         )
         return httpx.AsyncClient(transport=transport, base_url="http://licensing")
 
-    async def register(self, email: str, token: str, *, move: bool = False) -> httpx.Response:
+    async def register(
+        self,
+        email: str,
+        token: str,
+        *,
+        move: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         async with self.http() as http:
             response = await http.post(
                 "/v1/appliances/register",
@@ -142,6 +156,7 @@ class ApplianceClient:
                     "appliance_id": self.appliance_id,
                     "move": move,
                 },
+                headers=headers,
             )
         if response.status_code == 200:
             self.secret = response.json()["appliance_secret"]

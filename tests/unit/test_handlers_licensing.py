@@ -2,7 +2,10 @@
 (tests/support/fakes.py). The token travels as it does in production: ``plan.bound``
 gives the customer a token through ``customer.notification``; the appliance sends it back.
 The real-broker and HTTP tests (tests/integration/test_appliances.py) cover the same
-rules through the service; these show the handler's order: count, check, register.
+rules through the service; these show the handler's order: count for the source, then
+count for the email and check the token, then register. The limits are L2's lockout rule:
+a source over its limit counts for nothing else, and the right token passes the email's
+limit (tests/security/test_registration.py probes the same through HTTP).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.licensing.domain.customer import Customer
 from services.licensing.domain.policy import Policy
+from services.licensing.domain.rate_limits import RegistrationLimits
 from services.licensing.handlers import (
     LicensingDeps,
-    RegistrationLimits,
     appliance_licence,
     on_plan_bound,
     register_appliance,
@@ -135,33 +139,82 @@ async def test_l2_wrong_token_unknown_email_and_malformed_email_get_one_identica
     assert sum(store.attempts.counts.values()) == 2 * len(refusals)
 
 
-async def test_l2_attempts_past_the_email_limit_are_refused_even_with_the_right_token() -> None:
+async def test_l2_past_the_email_limit_the_right_token_still_registers_a_wrong_one_waits() -> None:
+    """L2 lockout: guesses from rotated sources use up the email's attempts, but the email's
+    limit only stops guessing: the customer's own token still registers."""
     deps = licensing(RegistrationLimits(window=WINDOW, per_source=100, per_email=3))
     token = await bound(deps)
-    sources = ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"]  # not one source's limit
+    sources = [f"192.0.2.{n}" for n in range(1, 31)]  # 30 sources, none near its own limit
 
-    wrong = [await attempt(deps, EMAIL, "guess", source=s) for s in sources[:3]]
-    limited = await attempt(deps, EMAIL, token, source=sources[3])
+    wrong = [await attempt(deps, EMAIL, "guess", source=s) for s in sources]
+    customer = await attempt(deps, EMAIL, token, source="198.51.100.20")
+    still_wrong = await attempt(deps, EMAIL, "guess", source="198.51.100.21")
 
-    assert [r.code if r else None for r in wrong] == [ErrorCode.INVALID_REGISTRATION] * 3
-    assert isinstance(limited, RateLimited)
-    assert limited.code == ErrorCode.TOO_MANY_ATTEMPTS
-    assert 0 < limited.retry_after <= 2 * WINDOW.total_seconds()
-    assert store_of(deps).customers.stored(EMAIL).appliances == []
+    codes = [r.code if r else None for r in wrong]
+    assert codes == [ErrorCode.INVALID_REGISTRATION] * 3 + [ErrorCode.TOO_MANY_ATTEMPTS] * 27
+    assert customer is None  # registered, 31st attempt on a locked email
+    assert [a.appliance_id for a in store_of(deps).customers.stored(EMAIL).appliances] == ["xoa-1"]
+    assert isinstance(still_wrong, RateLimited)
+    assert still_wrong.code == ErrorCode.TOO_MANY_ATTEMPTS
+    assert 0 < still_wrong.retry_after <= 2 * WINDOW.total_seconds()
 
-    clock_of(deps).advance(timedelta(seconds=limited.retry_after))
-    assert await attempt(deps, EMAIL, token, source=sources[3]) is None
+    clock_of(deps).advance(timedelta(seconds=still_wrong.retry_after))
+    assert answer(await attempt(deps, EMAIL, "guess"))[1] == ErrorCode.INVALID_REGISTRATION
+
+
+async def test_l2_a_source_over_its_limit_is_refused_before_the_email_is_counted() -> None:
+    deps = licensing(RegistrationLimits(window=WINDOW, per_source=2, per_email=3))
+    token = await bound(deps)
+    counts = store_of(deps).attempts.counts
+    scanner = "203.0.113.9"
+    for n in range(2):  # the scanner uses up its own limit on other emails
+        await attempt(deps, f"guess{n}@customer.example.com", "guess", source=scanner)
+    emails_before = {k: v for k, v in counts.items() if k[0].startswith("email:")}
+
+    refused = [await attempt(deps, EMAIL, "guess", source=scanner) for _ in range(10)]
+    with_token = await attempt(deps, EMAIL, token, source=scanner)
+
+    assert {answer(r)[1] for r in [*refused, with_token]} == {ErrorCode.TOO_MANY_ATTEMPTS}
+    assert {k: v for k, v in counts.items() if k[0].startswith("email:")} == emails_before
+    assert store_of(deps).customers.stored(EMAIL).appliances == []  # the source limit holds
+    # the email kept every one of its attempts: three wrong tokens from elsewhere get 401
+    elsewhere = [await attempt(deps, EMAIL, "guess", source=f"192.0.2.{n}") for n in range(4)]
+    assert [answer(r)[1] for r in elsewhere] == [ErrorCode.INVALID_REGISTRATION] * 3 + [
+        ErrorCode.TOO_MANY_ATTEMPTS
+    ]
+
+
+def traced(deps: LicensingDeps) -> list[str]:
+    """What ``register_appliance`` asks of the store, in order, emails left out."""
+    store = store_of(deps)
+    trace: list[str] = []
+    count, tokens_of = store.attempts.count, store.tokens_of
+
+    async def counting(key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
+        trace.append(f"count {key.split(':')[0]}")
+        return await count(key, now=now, window=window)
+
+    async def reading(email: str) -> Customer | None:
+        trace.append("tokens_of")
+        return await tokens_of(email)
+
+    store.attempts.count = counting  # type: ignore[method-assign]
+    store.tokens_of = reading  # type: ignore[method-assign]
+    return trace
 
 
 async def test_l2_an_unknown_email_is_limited_exactly_like_a_customer() -> None:
-    """The limit tells nothing either: the same attempts get the same answers, whether
-    the email is a customer's or not."""
+    """The limit tells nothing either: the same attempts get the same answers after the
+    same work, whether the email is a customer's or not, under the email's limit and past
+    it (where the token is still checked, so that the right one could pass)."""
     limits = RegistrationLimits(window=WINDOW, per_source=100, per_email=2)
-    outcomes = []
+    outcomes, traces = [], []
     for email in (EMAIL, STRANGER):
         deps = licensing(limits)
         await bound(deps)  # EMAIL is a customer in both runs; STRANGER never is
+        trace = traced(deps)
         outcomes.append([answer(await attempt(deps, email, "guess")) for _ in range(4)])
+        traces.append(trace)
 
     customer, stranger = outcomes
     assert customer == stranger
@@ -171,6 +224,28 @@ async def test_l2_an_unknown_email_is_limited_exactly_like_a_customer() -> None:
         ErrorCode.TOO_MANY_ATTEMPTS,
         ErrorCode.TOO_MANY_ATTEMPTS,
     ]
+    assert traces[0] == traces[1] == ["count source", "count email", "tokens_of"] * 4
+
+
+async def test_l2_an_unknown_email_gets_no_registration_past_its_limit_whatever_the_token() -> None:
+    """Letting the right token through the email's limit lets nothing else through: the
+    token of another customer, or any token for an unknown email, still waits."""
+    deps = licensing(RegistrationLimits(window=WINDOW, per_source=100, per_email=1))
+    token = await bound(deps)
+    await attempt(deps, STRANGER, "guess", source="192.0.2.1")
+
+    answers = [
+        await attempt(deps, STRANGER, token, source="192.0.2.2"),
+        await attempt(deps, "not an email", token, source="192.0.2.3"),
+        await attempt(deps, "not an email", token, source="192.0.2.4"),
+    ]
+
+    assert [answer(r)[1] for r in answers] == [
+        ErrorCode.TOO_MANY_ATTEMPTS,
+        ErrorCode.INVALID_REGISTRATION,  # its first attempt
+        ErrorCode.TOO_MANY_ATTEMPTS,
+    ]
+    assert STRANGER not in store_of(deps).customers.documents
 
 
 async def test_l2_one_ipv6_site_is_one_source_across_emails() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from services.licensing.domain.customer import Customer
 from services.licensing.domain.policy import Policy
 from services.licensing.domain.rate_limits import retry_after, source_key, window_index
-from services.licensing.domain.registration import TOKENS_KEPT
+from services.licensing.domain.registration import TOKENS_KEPT, admit
 from services.licensing.domain.views import licence_claims, status_view
 from shared.basics.catalogue import load_catalogue
 from shared.basics.clock import utc_ms
@@ -288,6 +289,52 @@ def test_l2_only_the_last_tokens_are_kept() -> None:
     assert customer.token_matches("token-0") is False
     assert customer.token_matches("token-1") is True
     assert customer.token_matches(f"token-{TOKENS_KEPT}") is True
+
+
+def test_l2_the_token_check_does_the_same_work_for_no_one_or_all_kept_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No enumeration by timing: an unknown email (no tokens), a customer with one token
+    and one with every kept token cost the same digest comparisons."""
+    compared: list[str] = []
+
+    def compare(given: str, expected: str) -> bool:
+        compared.append(expected)
+        return given == expected
+
+    monkeypatch.setattr(hmac, "compare_digest", compare)  # as registration calls it
+    start = utc(2026, 1, 1)
+    full = customer_with(
+        *[(f"ol_{i}", "starter", start, utc(2026, 2, 1)) for i in range(TOKENS_KEPT)]
+    )
+    work = []
+    for customer in (Customer(id=EMAIL), one_plan(), full):
+        compared.clear()
+        customer.token_matches("a guess")
+        work.append(len(compared))
+    assert work == [TOKENS_KEPT] * 3
+    assert full.token_matches(f"token-{TOKENS_KEPT - 1}") is True
+
+
+@pytest.mark.parametrize(
+    ("token_valid", "email_wait", "refused"),
+    [
+        (True, None, None),
+        (True, 600, None),  # the right token passes the email's limit (lockout)
+        (False, None, ErrorCode.INVALID_REGISTRATION),
+        (False, 600, ErrorCode.TOO_MANY_ATTEMPTS),
+    ],
+)
+def test_l2_past_the_email_limit_only_the_right_token_is_admitted(
+    token_valid: bool, email_wait: int | None, refused: ErrorCode | None
+) -> None:
+    if refused is None:
+        admit(token_valid=token_valid, email_wait=email_wait)
+        return
+    with pytest.raises(Refused) as raised:
+        admit(token_valid=token_valid, email_wait=email_wait)
+    assert raised.value.code == refused
+    assert getattr(raised.value, "retry_after", None) == email_wait
 
 
 # --- L5: one appliance per plan ---------------------------------------------------------

@@ -3,17 +3,48 @@
 The counting itself is the store's (one ``$inc`` counter per key and fixed window, shared
 by every replica); this module says which window an attempt falls in, who counts as one
 source, and, from the counts, whether the attempt passes or how long to wait.
+
+Two limits, in this order, so that nobody can lock a customer out:
+
+1. per source: an attempt is counted for its source first; past the source's limit it is
+   refused (429) and counted for nothing else: a source over its limit cannot use up the
+   email's attempts;
+2. per email: every attempt of a source under its limit is counted for the email, whatever
+   its token; past the email's limit a wrong token is refused (429), but the right one
+   registers (``registration.admit``): the email's limit only stops guessing, so wrong
+   tokens sent from many sources cannot keep the customer out.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+from shared.basics.errors import ErrorCode, RateLimited
+
 MS = timedelta(milliseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """L2: registration attempts allowed per source and per email over a sliding window."""
+
+    window: timedelta = timedelta(minutes=15)
+    per_source: int = 20
+    per_email: int = 10
+
+
+def too_many_attempts(wait: int) -> RateLimited:
+    """The one answer past either limit (429), with the seconds to wait (``Retry-After``)."""
+    return RateLimited(
+        ErrorCode.TOO_MANY_ATTEMPTS,
+        "too many registration attempts; try again later",
+        retry_after=wait,
+    )
 
 
 def source_key(host: str) -> str:

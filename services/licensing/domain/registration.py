@@ -3,6 +3,9 @@
 - Registration tokens and appliance secrets are kept only as SHA-256 digests and compared
   in constant time; an unknown email costs the same work as a wrong token, and all three
   get the one refusal ``invalid_registration`` (L2: no enumeration).
+- Past the email's attempt limit (``rate_limits``), the right token still registers and
+  anything else gets ``too_many_attempts`` (``admit``): guesses from many sources cannot
+  lock the customer out, and an unknown email is answered like a wrong token.
 - One appliance per active plan (L5): a new appliance takes a plan no appliance uses, or,
   with ``move``, the place of the appliance on the highest active plan, within the moves
   allowed per 30 days.
@@ -30,6 +33,7 @@ from services.licensing.domain.appliances import (
 from services.licensing.domain.entitlement import allocation
 from services.licensing.domain.plans import PlanEntitlement
 from services.licensing.domain.policy import Policy
+from services.licensing.domain.rate_limits import too_many_attempts
 from shared.basics.errors import ErrorCode, RateLimited, Refused
 
 TOKENS_KEPT = 5
@@ -67,14 +71,32 @@ def with_token(
 
 
 def token_matches(tokens: Sequence[RegistrationToken], token: str) -> bool:
-    """Constant-time check against every kept token (no early return)."""
+    """Constant time and constant work: every kept token is compared (no early return),
+    and the comparisons are padded with ``DUMMY_HASH`` (never a match) up to
+    ``TOKENS_KEPT``, so one token, five, or none (an unknown email) cost the same."""
     given = digest(token)
+    expected = [kept.token_hash for kept in tokens]
+    expected += [DUMMY_HASH] * (TOKENS_KEPT - len(expected))
     found = False
-    for kept in tokens:
-        found |= hmac.compare_digest(given, kept.token_hash)
-    if not tokens:  # same work as one comparison, never a match
-        hmac.compare_digest(given, DUMMY_HASH)
+    for kept_hash in expected:
+        found |= hmac.compare_digest(given, kept_hash)
     return found
+
+
+def admit(*, token_valid: bool, email_wait: int | None) -> None:
+    """L2, once the attempt's source is under its own limit and the attempt was counted
+    for the email (``email_wait``: ``None`` under the email's limit, else the seconds to
+    wait). The right token registers even past the email's limit: that limit only stops
+    guessing, so guesses from rotated sources cannot lock the real customer out. A wrong
+    token, or any token for an unknown email, gets ``too_many_attempts`` past the limit
+    and ``invalid_registration`` under it: the same answers for a customer's email and
+    for an email that is nobody's, decided on counts that never depend on the token.
+    """
+    if token_valid:
+        return
+    if email_wait is not None:
+        raise too_many_attempts(email_wait)
+    raise invalid_registration()
 
 
 # --- appliance secrets ------------------------------------------------------------------
