@@ -289,8 +289,18 @@ async def get_order(query: GetOrder, _: Delivery, *, deps: OrdersDeps) -> OrderL
 
 
 async def list_orders(query: ListOrders, _: Delivery, *, deps: OrdersDeps) -> OrderList:
-    """``order.list`` (O9)."""
-    return OrderList(orders=[line.view() for line in await deps.store.list_for(query.reseller_id)])
+    """``order.list`` (O9); with a limit or filters, one page of them and their total."""
+    if query.limit is None and query.space is None and query.status is None and not query.offset:
+        lines = await deps.store.list_for(query.reseller_id)
+        return OrderList(orders=[line.view() for line in lines], total=len(lines))
+    page, total = await deps.store.page_for(
+        query.reseller_id,
+        space=query.space,
+        status=query.status,
+        limit=query.limit,
+        offset=query.offset,
+    )
+    return OrderList(orders=[line.view() for line in page], total=total)
 
 
 async def submit_proof(

@@ -29,6 +29,28 @@ class OrderStore:
         )
         return [str(doc["_id"]) async for doc in cursor]
 
+    async def page_for(
+        self,
+        reseller_id: str,
+        *,
+        space: str | None,
+        status: str | None,
+        limit: int | None,
+        offset: int,
+    ) -> tuple[list[OrderLine], int]:
+        """One page of the reseller's lines, newest first, and how many match in all: an
+        indexed range on (reseller_id, placed_at), then a skip and a limit."""
+        query: dict[str, str] = {"reseller_id": reseller_id}
+        if space is not None:
+            query["space"] = space
+        if status is not None:
+            query["status"] = status
+        cursor = self.lines.collection.find(query).sort("placed_at", DESCENDING).skip(offset)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        lines = [OrderLine.model_validate(doc) async for doc in cursor]
+        return lines, await self.lines.collection.count_documents(query)
+
     async def list_for(self, reseller_id: str) -> list[OrderLine]:
         cursor = self.lines.collection.find({"reseller_id": reseller_id}).sort(
             "placed_at", DESCENDING

@@ -542,8 +542,19 @@ def router(deps: SpaceDeps, kit: Kit) -> APIRouter:
     ) -> Response:
         session = await signed_in(request)
         chosen = status if status in views.STATUS_LABELS else None
-        listing = views.lines_page(
-            await all_lines(session), space=session.space, status=chosen, page=page
+        listed = await handlers.ask(
+            ListOrders(
+                reseller_id=session.reseller_id,
+                space=session.space,
+                status=chosen,
+                limit=views.PAGE_SIZE,
+                offset=(page - 1) * views.PAGE_SIZE,
+            ),
+            OrderList,
+            deps=deps,
+        )
+        listing = views.paged(
+            listed.orders, total=listed.total or len(listed.orders), status=chosen, page=page
         )
         return pages.render(request, "lines.html", session=session, listing=listing)
 

@@ -103,6 +103,18 @@ def lines_page(
     )
 
 
+def paged(lines: list[OrderLineView], *, total: int, status: str | None, page: int) -> LinesPage:
+    """A page the orders service already cut (``order.list`` with a limit and an offset)."""
+    return LinesPage(
+        lines=lines,
+        status=status,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        total=total,
+        counts={},
+    )
+
+
 @dataclass(frozen=True)
 class LotRow:
     lot: LotView

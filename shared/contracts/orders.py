@@ -118,6 +118,9 @@ class UpgradeResult(BaseModel):
 
 class OrderList(BaseModel):
     orders: list[OrderLineView]
+    total: int | None = Field(
+        default=None, description="Lines matching the query's filters, before its limit."
+    )
 
 
 class PlaceOrder(Command):
@@ -217,6 +220,11 @@ class ListOrders(Query):
     RESULT = OrderList
 
     reseller_id: str = _ID
+    # Extension (pages of a long list, the reseller space): without them, every line.
+    space: Space | None = None
+    status: OrderStatus | None = None
+    limit: int | None = Field(default=None, ge=1, le=500, description="At most this many.")
+    offset: int = Field(default=0, ge=0, le=1_000_000, description="After skipping these.")
 
 
 class _OrderEvent(Event):
