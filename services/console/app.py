@@ -64,5 +64,8 @@ def wire(runtime: Runtime) -> Wiring:
         ],
         http=pages.router(),
         setup=setup,
-        periodic={"web_purge": pages.purge},
+        periodic={
+            "web_purge": pages.purge,
+            "review_compaction": lambda now: store.compact_review(now - timedelta(hours=1)),
+        },
     )

@@ -103,13 +103,19 @@ def review_item(line: LineState, now: datetime) -> ReviewItem | None:
     )
 
 
-async def review_lines(deps: ConsoleDeps, limit: int = 5000) -> list[LineState]:
-    """Lines awaiting review, oldest first, without those this console just decided."""
+async def review_lines(deps: ConsoleDeps, limit: int = 5000) -> list[dict[str, Any]]:
+    """Lines awaiting review, oldest first, without those this console just decided; each
+    with its age now (``ReviewItem`` fields)."""
     now = deps.clock.now()
     for order_id, at in list(deps.decided.items()):
         if now - at > RECENTLY_DECIDED:
             deps.decided.pop(order_id, None)
-    return [line for line in await deps.store.awaiting_review(limit) if line.id not in deps.decided]
+    items = [
+        i for i in await deps.store.awaiting_review(limit) if i["order_id"] not in deps.decided
+    ]
+    for item in items:
+        item["age_seconds"] = int((now - item["submitted_at"]).total_seconds())
+    return items
 
 
 async def stuck_now(deps: ConsoleDeps) -> list[StuckLineView]:
@@ -136,9 +142,8 @@ async def get_review_queue(
     query: GetReviewQueue, delivery: Delivery, *, deps: ConsoleDeps
 ) -> ReviewQueue:
     """``review.queue``."""
-    now = deps.clock.now()
-    items = [review_item(line, now) for line in await review_lines(deps, query.limit)]
-    return ReviewQueue(lines=[item for item in items if item is not None])
+    items = await review_lines(deps, query.limit)
+    return ReviewQueue(lines=[ReviewItem.model_validate(item) for item in items])
 
 
 async def get_stuck_lines(

@@ -20,6 +20,29 @@ from services.console.domain import (
 )
 
 Document = dict[str, Any]
+REVIEW_QUEUE = "review_queue"
+REVIEW_VERSION = "review_queue_version"
+
+
+def review_entry(line: LineState) -> Document:
+    """What the review queue shows of a line (``ReviewItem`` without its age)."""
+    proof = line.proof
+    assert proof is not None
+    return {
+        "order_id": line.id,
+        "reseller_id": line.reseller_id,
+        "edition": line.edition,
+        "billing": line.billing,
+        "amount_due": line.amount_due,
+        "currency": line.currency,
+        "proof_id": proof.proof_id,
+        "sha256": proof.sha256,
+        "size": proof.size,
+        "content_type": proof.content_type,
+        "submitted_at": proof.submitted_at,
+        "since": line.status_since,
+        "age_seconds": 0,
+    }
 
 
 class ConsoleStore:
@@ -28,6 +51,12 @@ class ConsoleStore:
         self.log = db["event_log"]
         self.lines = db["lines"]
         self.operators = db["operators"]
+        # One document lists the lines awaiting review (the review page reads it whole:
+        # 1,000 lines in one read instead of 1,000 documents).
+        self.summaries = db["summaries"]
+        # The summary as this process last read it, with the version it read (a small
+        # counter document says when to read the summary again).
+        self._review_cache: tuple[int, list[Document]] | None = None
 
     async def create_indexes(self) -> None:
         for field in ("order_ids", "reseller_id", "customer_email", "correlation_id"):
@@ -77,20 +106,72 @@ class ConsoleStore:
             await self.lines.replace_one(
                 {"_id": order_id, "events": {"$lte": line.events}}, doc, upsert=True
             )
+        await self.note_review(line)
         return line
+
+    async def note_review(self, line: LineState) -> None:
+        """Keep the review summary in step with the line: an entry while its proof awaits
+        review, a tombstone after; a fold of fewer entries never overwrites a newer one."""
+        key = f"lines.{line.id.replace('.', '_')}"
+        newer_or_equal = {f"{key}.events": {"$lte": line.events}}
+        if line.status == "proof_submitted" and line.proof is not None:
+            entry = {
+                **review_entry(line),
+                "events": line.events,
+                "waiting": True,
+            }
+            query = {"_id": REVIEW_QUEUE, "$or": [{key: {"$exists": False}}, newer_or_equal]}
+            try:
+                result = await self.summaries.update_one(query, {"$set": {key: entry}}, upsert=True)
+            except DuplicateKeyError:  # a newer entry is already there
+                return
+        else:
+            tombstone = {"events": line.events, "waiting": False, "since": line.status_since}
+            result = await self.summaries.update_one(
+                {"_id": REVIEW_QUEUE, **newer_or_equal}, {"$set": {key: tombstone}}
+            )
+        if result.modified_count or result.upserted_id is not None:
+            await self._changed()
+
+    async def _changed(self) -> None:
+        """Tell every process the summary changed (after the change: a reader that sees the
+        new number reads a summary at least that new)."""
+        await self.summaries.update_one({"_id": REVIEW_VERSION}, {"$inc": {"n": 1}}, upsert=True)
+
+    async def awaiting_review(self, limit: int = 5000) -> list[Document]:
+        """Lines whose proof awaits review, oldest first (from the one summary document):
+        ``ReviewItem`` fields, as plain dicts (the page lists a thousand of them)."""
+        counter = await self.summaries.find_one({"_id": REVIEW_VERSION})
+        version = int((counter or {}).get("n", 0))
+        if self._review_cache is None or self._review_cache[0] != version:
+            doc = await self.summaries.find_one({"_id": REVIEW_QUEUE})
+            entries = [e for e in ((doc or {}).get("lines") or {}).values() if e.get("waiting")]
+            entries.sort(key=lambda e: e["since"])
+            self._review_cache = (version, entries)
+        return [dict(e) for e in self._review_cache[1][:limit]]
+
+    async def compact_review(self, before: datetime) -> int:
+        """Drop tombstones older than ``before`` (unless the line changed meanwhile)."""
+        doc = await self.summaries.find_one({"_id": REVIEW_QUEUE})
+        dropped = 0
+        for key, entry in ((doc or {}).get("lines") or {}).items():
+            if not entry.get("waiting") and entry["since"] < before:
+                result = await self.summaries.update_one(
+                    {
+                        "_id": REVIEW_QUEUE,
+                        f"lines.{key}.events": entry["events"],
+                        f"lines.{key}.waiting": False,
+                    },
+                    {"$unset": {f"lines.{key}": ""}},
+                )
+                dropped += result.modified_count
+        if dropped:
+            await self._changed()
+        return dropped
 
     async def line(self, order_id: str) -> LineState | None:
         doc = await self.lines.find_one({"_id": order_id})
         return None if doc is None else LineState.model_validate(doc)
-
-    async def awaiting_review(self, limit: int = 5000) -> list[LineState]:
-        """Lines whose proof awaits review, oldest first."""
-        cursor = (
-            self.lines.find({"status": "proof_submitted"})
-            .sort("status_since", ASCENDING)
-            .limit(limit)
-        )
-        return [LineState.model_validate(doc) async for doc in cursor]
 
     async def stuck_candidates(self, before: datetime) -> list[LineState]:
         """Lines in a status that can be stuck and unchanged since ``before``."""
