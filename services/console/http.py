@@ -7,6 +7,7 @@ naming the operator, and logged in the event log.
 
 # No `from __future__ import annotations`: FastAPI reads these route signatures at runtime.
 
+import asyncio
 import base64
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,11 +29,21 @@ from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts import REGISTRY, Command
 from shared.contracts.credits import BalanceResult, GetBalance, GetStatement, StatementResult
+from shared.contracts.identities import SERVICE_ROLES, WEB_FACE_ROLES
 from shared.contracts.licensing import GetLicenseStatus, LicenseStatusResult
-from shared.contracts.operations import GetProof, ProofFile
+from shared.contracts.operations import (
+    DeadLetterList,
+    DeadLetterResult,
+    DiscardDeadLetter,
+    GetProof,
+    ListDeadLetters,
+    ProofFile,
+    ReplayDeadLetter,
+)
 from shared.contracts.orders import GetOrder, OrderLineView
 from shared.runtime.messaging import UpstreamUnavailable
 from shared.runtime.service import Runtime
+from shared.runtime.topology import DEAD_LETTERS_QUEUE
 from shared.runtime.web import (
     SessionPolicy,
     Sessions,
@@ -45,6 +56,8 @@ from shared.runtime.web import (
 )
 
 HERE = Path(__file__).parent
+#: The consumers that keep their dead letters and answer ``deadletter.*``.
+KEEPERS: tuple[str, ...] = (*SERVICE_ROLES, *WEB_FACE_ROLES)
 COOKIE = "xo_console_session"
 PRE_COOKIE = "xo_console_signin"  # the sign-in form's own CSRF token (no session yet)
 MEDIA_TYPES = {".css": "text/css", ".js": "text/javascript"}
@@ -592,6 +605,83 @@ class Pages:
                 return pages.to_signin(request)
             view = await pages.queues.look()
             return pages.render(request, "queues.html", session, view=view)
+
+        # dead letters -------------------------------------------------------------------------
+
+        async def dead_letters_page(
+            request: Request,
+            session: WebSession,
+            *,
+            reason: str = "",
+            error: str | None = None,
+            notice: str | None = None,
+            status_code: int = 200,
+        ) -> HTMLResponse:
+            async def listed(service: str) -> tuple[str, DeadLetterList | None]:
+                query = ListDeadLetters(service=service, reason=reason or None)
+                try:
+                    answer = await asyncio.wait_for(pages.ask(query, DeadLetterList), 3.0)
+                except (TimeoutError, Refused):
+                    return service, None
+                return service, answer
+
+            answers = await asyncio.gather(*(listed(s) for s in KEEPERS))
+            letters = [d for _, a in answers if a is not None for d in a.dead_letters]
+            silent = [s for s, a in answers if a is None]
+            view = await pages.queues.look()
+            parked = next((q for q in view.queues if q.name.endswith(DEAD_LETTERS_QUEUE)), None)
+            return pages.render(
+                request,
+                "dead_letters.html",
+                session,
+                status_code=status_code,
+                letters=sorted(letters, key=lambda d: d.dead_at, reverse=True),
+                silent=silent,
+                parked=parked,
+                reason=reason,
+                error=error,
+                notice=notice,
+            )
+
+        @routes.get("/dead-letters")
+        async def dead_letters(request: Request, reason: str = "") -> Response:
+            session = await pages.session(request)
+            if session is None:
+                return pages.to_signin(request)
+            return await dead_letters_page(request, session, reason=reason.strip())
+
+        @routes.post("/dead-letters/{action}")
+        async def dead_letter_action(request: Request, action: str) -> Response:
+            session, form, refusal = await pages.checked_form(request)
+            if refusal is not None or session is None:
+                return refusal or pages.to_signin(request)
+            picked = (await request.form()).getlist("pick")  # "<service> <message id>"
+            done, failed = 0, []
+            for value in picked:
+                service, _, message_id = str(value).partition(" ")
+                command: Command
+                if action == "replay":
+                    command = ReplayDeadLetter(
+                        service=service, message_id=message_id, operator=session.subject
+                    )
+                else:
+                    command = DiscardDeadLetter(
+                        service=service,
+                        message_id=message_id,
+                        operator=session.subject,
+                        reason=form.get("reason", "").strip() or "discarded from the console",
+                    )
+                try:
+                    await handlers.act(pages.deps, session.subject, command, DeadLetterResult)
+                    done += 1
+                except Refused as refused:
+                    failed.append(f"{message_id}: {refused.message}")
+            return await dead_letters_page(
+                request,
+                session,
+                notice=f"{action}: {done} done." if done else None,
+                error="; ".join(failed) or None,
+            )
 
         # the event log ------------------------------------------------------------------------
 

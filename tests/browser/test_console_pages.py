@@ -272,3 +272,9 @@ async def test_signing_in_refuses_a_wrong_password_and_forms_need_their_csrf_tok
         form={"email": "x@example.com", "reason": "forged", "csrf": "wrong"},
     )
     assert forged.status == 403
+    # the dead letters page asks every keeper; one that does not answer is named, not fatal
+    await page.goto(web.url + "/dead-letters")
+    assert await page.locator("h1").inner_text() == "Dead letters " + str(
+        await page.locator("#dead-letters tr[data-message]").count()
+    )
+    await web.shot(page, "dead-letters")
