@@ -7,9 +7,11 @@ from datetime import timedelta
 from functools import partial
 
 from services.orders import handlers, http, proof_files
+from services.orders.api_keys import ApiKey, unknown_api_key
 from services.orders.domain import OrderLine, unknown_order
 from services.orders.store import OrderStore
 from shared.basics.catalogue import load_catalogue
+from shared.contracts.api_keys import CreateApiKey, ListApiKeys, RevokeApiKey
 from shared.contracts.operations import GetProof
 from shared.contracts.orders import (
     BindPlan,
@@ -29,7 +31,8 @@ from shared.runtime.service import Runtime, Wiring
 def wire(runtime: Runtime) -> Wiring:
     settings = runtime.settings
     lines = runtime.store("order_lines", OrderLine, unknown=unknown_order)
-    store = OrderStore(lines, runtime.db)
+    keys = runtime.store("api_keys", ApiKey, unknown=unknown_api_key)
+    store = OrderStore(lines, keys, runtime.db, runtime.inbox.collection)
     deps = handlers.OrdersDeps(
         store=store,
         bus=runtime.bus,
@@ -53,10 +56,19 @@ def wire(runtime: Runtime) -> Wiring:
             Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps)),
             Route(GetOrder, partial(handlers.get_order, deps=deps)),
             Route(ListOrders, partial(handlers.list_orders, deps=deps)),
+            Route(CreateApiKey, partial(handlers.create_api_key, deps=deps)),
+            Route(RevokeApiKey, partial(handlers.revoke_api_key, deps=deps)),
+            Route(ListApiKeys, partial(handlers.list_api_keys, deps=deps)),
             Route(GetProof, partial(proof_files.get_proof, deps=deps)),
         ],
         http=http.router(deps),
+        # The proof upload takes a file: its body may reach the proof limit plus the
+        # multipart framing; every other request keeps the few-KB JSON limit.
+        large_bodies=[(http.PROOF_PATH, settings.proof_max_bytes + http.MULTIPART_OVERHEAD)],
         setup=store.create_indexes,
-        outboxes=[lines],
-        periodic={"unpaid_expiry": partial(handlers.expire_unpaid_lines, deps=deps)},
+        outboxes=[lines, keys],
+        periodic={
+            "unpaid_expiry": partial(handlers.expire_unpaid_lines, deps=deps),
+            "shown_keys": partial(handlers.forget_shown_keys, deps=deps),
+        },
     )

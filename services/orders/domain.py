@@ -34,13 +34,8 @@ from shared.contracts.orders import (
 from shared.contracts.quotes import QuoteResult
 from shared.runtime.store import Aggregate
 
-# O3: proofs are checked by content, not by name.
-PROOF_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF-", "application/pdf"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-)
 NOTHING_DUE = "system:nothing_due"  # the "reviewer" of a line with nothing to pay
+MAX_PROOFS_PER_LINE = 20  # O3: corrected scans are welcome, an unbounded pile is not
 UNPAID: frozenset[OrderStatus] = frozenset({"awaiting_proof", "proof_submitted"})
 
 
@@ -52,23 +47,6 @@ def unknown_order(order_id: str) -> Refused:
 def order_id_for(reseller_id: str, message_id: str) -> str:
     """The order line id caused by one ``order.place`` message: a resend creates nothing new."""
     return "ol_" + uuid5(NAMESPACE_URL, f"xo-reseller:{reseller_id}:{message_id}").hex[:24]
-
-
-def sniff_proof(content: bytes, *, max_bytes: int) -> str:
-    """The proof's content type from its first bytes (O3), or a precise refusal."""
-    if not content:
-        raise Refused(ErrorCode.EMPTY_PROOF, "the proof file is empty")
-    if len(content) > max_bytes:
-        raise Refused(
-            ErrorCode.PROOF_TOO_LARGE, f"the proof exceeds the limit of {max_bytes} bytes"
-        )
-    for signature, content_type in PROOF_SIGNATURES:
-        if content.startswith(signature):
-            return content_type
-    raise Refused(
-        ErrorCode.UNSUPPORTED_PROOF_TYPE,
-        "a proof must be a PDF, PNG or JPEG file (checked by content, not by name)",
-    )
 
 
 def period_end(start: datetime, billing: Billing) -> datetime:
@@ -197,17 +175,27 @@ class OrderLine(Aggregate):
 
     # --- O3 / O4 --------------------------------------------------------------------
 
-    def submit_proof(self, proof: Proof, now: datetime) -> None:
-        """Keep the upload in the history; the line waits for review (O3).
-
-        A second upload before the review is accepted too (a corrected scan); every
-        upload stays in ``proofs``.
-        """
+    def check_takes_proof(self) -> None:
+        """A line takes proofs while unpaid, up to ``MAX_PROOFS_PER_LINE`` (O3)."""
         if self.status not in UNPAID:
             raise Refused(
                 ErrorCode.ORDER_NOT_AWAITING_PROOF,
                 f"order {self.id} is {self.status}: proofs are taken only before payment",
             )
+        if len(self.proofs) >= MAX_PROOFS_PER_LINE:
+            raise Refused(
+                ErrorCode.TOO_MANY_PROOFS,
+                f"order {self.id} already has {len(self.proofs)} proofs, the most a line "
+                "keeps: wait for the review",
+            )
+
+    def submit_proof(self, proof: Proof, now: datetime) -> None:
+        """Keep the upload in the history; the line waits for review (O3).
+
+        A second upload before the review is accepted too (a corrected scan); every
+        upload stays in ``proofs``, up to ``MAX_PROOFS_PER_LINE``.
+        """
+        self.check_takes_proof()
         self.proofs = [*self.proofs, proof]
         self.status = "proof_submitted"
         self.rejection_reason = None

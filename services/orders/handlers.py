@@ -1,28 +1,43 @@
 """Orders' handlers: one function per message (and per HTTP upload).
 
-Each loads the ``OrderLine``, lets the domain decide, and saves it with its events.
+Each loads the ``OrderLine`` (or the ``ApiKey``), lets the domain decide, and saves it
+with its events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import uuid4
 
+from services.orders.api_keys import ApiKey, key_id_for, key_id_of, refuse_unknown_key
 from services.orders.domain import (
     OrderLine,
     Proof,
     order_id_for,
     require_reseller_email,
-    sniff_proof,
 )
 from services.orders.pricing import credit_wanted
+from services.orders.proofs import check_proof, proof_filename
 from services.orders.store import OrderStore
 from shared.basics.catalogue import Catalogue
 from shared.basics.clock import Clock
 from shared.basics.emails import normalise_email
+from shared.basics.errors import Conflict, ErrorCode, RateLimited, Refused
 from shared.basics.money import Money
+from shared.contracts.api_keys import (
+    ApiKeyCreatedResult,
+    ApiKeyList,
+    ApiKeyView,
+    CreateApiKey,
+    ListApiKeys,
+    RevokeApiKey,
+)
+from shared.contracts.base import ErrorBody
 from shared.contracts.credits import ReservationResult, ReserveCredit
 from shared.contracts.orders import (
     BindPlan,
@@ -42,7 +57,15 @@ from shared.contracts.orders import (
     UpgradeResult,
 )
 from shared.contracts.quotes import QuoteResult, RedeemQuote
-from shared.runtime.messaging import Bus, Delivery
+from shared.runtime.messaging import Bus, Delivery, reply_body
+
+# apikey.create's reply shows the key; the inbox forgets it this long after answering.
+SHOWN_KEY_GRACE = timedelta(minutes=5)
+SHOWN_ONCE = ErrorBody(
+    code=ErrorCode.API_KEY_SHOWN_ONCE,
+    message="this message created an API key, shown once in its first reply: if the key "
+    "was lost, revoke it and create another",
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +76,7 @@ class OrdersDeps:
     catalogue: Catalogue
     proof_max_bytes: int
     unpaid_ttl: timedelta
-    api_token: str  # the bearer token of the reseller HTTP API (proof upload)
+    api_token: str  # the internal-system token of the orders HTTP API (acts for X-Reseller-Id)
 
 
 async def _load(deps: OrdersDeps, order_id: str, reseller_id: str) -> OrderLine:
@@ -303,19 +326,31 @@ async def list_orders(query: ListOrders, _: Delivery, *, deps: OrdersDeps) -> Or
     return OrderList(orders=[line.view() for line in page], total=total)
 
 
+async def proof_target(*, order_id: str, reseller_id: str, deps: OrdersDeps) -> OrderLine:
+    """The line a proof is for, if it takes one now (O3, O9): checked before the upload's
+    body is read, and again when the proof is saved."""
+    line = await _load(deps, order_id, reseller_id)
+    line.check_takes_proof()
+    return line
+
+
 async def submit_proof(
-    *, order_id: str, reseller_id: str, filename: str, content: bytes, deps: OrdersDeps
+    *, order_id: str, reseller_id: str, filename: str | None, content: bytes, deps: OrdersDeps
 ) -> ProofView:
     """HTTP proof upload (O3): checked by content, stored in GridFS with its SHA-256.
 
-    The file is stored before the line refers to it; if the line then refuses (it
-    was reviewed or cancelled meanwhile), the file is deleted: nothing half-written.
+    The file is stored before the line refers to it; if the line then refuses (it was
+    reviewed or cancelled meanwhile, or took its last proof), or too many uploads race
+    for it, the file is deleted: nothing half-written. A race lost too often answers
+    ``busy`` (503, retry), never an internal error.
     """
-    content_type = sniff_proof(content, max_bytes=deps.proof_max_bytes)
-    await _load(deps, order_id, reseller_id)  # refuse early: unknown or foreign line
+    await proof_target(order_id=order_id, reseller_id=reseller_id, deps=deps)
+    # Parsing a PDF or decoding an image is CPU work: off the event loop.
+    content_type = await asyncio.to_thread(check_proof, content, max_bytes=deps.proof_max_bytes)
+    name = proof_filename(filename)
     sha256 = hashlib.sha256(content).hexdigest()
     file_id = await deps.store.store_proof_file(
-        filename=filename,
+        filename=name,
         content=content,
         content_type=content_type,
         sha256=sha256,
@@ -324,7 +359,7 @@ async def submit_proof(
     proof = Proof(
         proof_id=f"pr_{uuid4().hex[:20]}",
         file_id=file_id,
-        filename=filename,
+        filename=name,
         content_type=content_type,
         size=len(content),
         sha256=sha256,
@@ -336,7 +371,82 @@ async def submit_proof(
             lambda line: line.submit_proof(proof, deps.clock.now()),
             message_id=None,
         )
+    except Conflict as exc:
+        await deps.store.delete_proof_file(file_id)
+        raise RateLimited(
+            ErrorCode.BUSY,
+            f"too many proofs are being uploaded to order {order_id} at once: try again",
+            retry_after=1,
+        ) from exc
     except BaseException:
         await deps.store.delete_proof_file(file_id)
         raise
     return proof.view()
+
+
+# --- reseller API keys (CONTRACT.md, Identities) ----------------------------------------
+
+
+async def authenticate(presented: str, *, acting_for: str | None, deps: OrdersDeps) -> str:
+    """The reseller a bearer credential acts as on the orders HTTP API.
+
+    A reseller API key acts as its own reseller only (``acting_for``, the
+    ``X-Reseller-Id`` header, may name it and nobody else); the internal-system token
+    acts for the reseller ``acting_for`` names. Anything else is refused (401)."""
+    key_id = key_id_of(presented)
+    if key_id is not None:
+        api_key = await deps.store.keys.get(key_id)
+        if api_key is None:
+            raise refuse_unknown_key(presented)
+        return api_key.authenticate(presented, acting_for=acting_for)
+    if presented and hmac.compare_digest(presented.encode(), deps.api_token.encode()):
+        if acting_for is None:
+            raise Refused(
+                ErrorCode.INVALID_REQUEST,
+                "the internal-system token acts for the reseller named in X-Reseller-Id: send it",
+            )
+        return acting_for
+    raise Refused(ErrorCode.UNAUTHORISED, "missing or wrong API key or token")
+
+
+async def create_api_key(
+    cmd: CreateApiKey, delivery: Delivery, *, deps: OrdersDeps
+) -> ApiKeyCreatedResult:
+    """``apikey.create``: a new key for the reseller, shown once in this reply."""
+    key_id = key_id_for(cmd.reseller_id, delivery.message_id)
+    api_key, shown = ApiKey.issue(
+        key_id=key_id,
+        reseller_id=cmd.reseller_id,
+        label=cmd.label,
+        secret=secrets.token_urlsafe(32),
+        now=deps.clock.now(),
+        by=delivery.publisher,
+    )
+    if not await deps.store.keys.insert(api_key):  # redelivered after the key was stored
+        raise Refused(SHOWN_ONCE.code, f"{SHOWN_ONCE.message} (key {key_id})")
+    return shown
+
+
+async def revoke_api_key(cmd: RevokeApiKey, delivery: Delivery, *, deps: OrdersDeps) -> ApiKeyView:
+    """``apikey.revoke``: the key is refused (401) from now on."""
+    saved = await deps.store.keys.mutate(
+        cmd.key_id,
+        lambda key: key.revoke(
+            reseller_id=cmd.reseller_id, now=deps.clock.now(), by=delivery.publisher
+        ),
+        message_id=delivery.message_id,
+    )
+    return saved.aggregate.view()
+
+
+async def list_api_keys(query: ListApiKeys, _: Delivery, *, deps: OrdersDeps) -> ApiKeyList:
+    """``apikey.list``: the reseller's keys, without the keys or their digests."""
+    return ApiKeyList(keys=[key.view() for key in await deps.store.keys_of(query.reseller_id)])
+
+
+async def forget_shown_keys(now: datetime, *, deps: OrdersDeps) -> int:
+    """Periodic: ``apikey.create`` replies kept by the inbox lose the key after
+    ``SHOWN_KEY_GRACE``; a later resend is told the key was shown once."""
+    return await deps.store.forget_shown_keys(
+        answered_before=now - SHOWN_KEY_GRACE, instead=reply_body(error=SHOWN_ONCE).decode()
+    )

@@ -1,4 +1,5 @@
-"""Orders' MongoDB adapter: order lines (one document each) and proof files in GridFS."""
+"""Orders' MongoDB adapter: order lines and API keys (one document each), proof files in
+GridFS, and the shown keys forgotten from the inbox."""
 
 from __future__ import annotations
 
@@ -7,20 +8,32 @@ from datetime import datetime
 from bson import ObjectId
 from gridfs import AsyncGridFSBucket
 from pymongo import DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.orders.api_keys import ApiKey
 from services.orders.domain import OrderLine
+from shared.contracts.api_keys import CreateApiKey
 from shared.runtime.store import Document, DocumentStore
 
 
 class OrderStore:
-    def __init__(self, lines: DocumentStore[OrderLine], db: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self,
+        lines: DocumentStore[OrderLine],
+        keys: DocumentStore[ApiKey],
+        db: AsyncDatabase[Document],
+        inbox: AsyncCollection[Document],
+    ) -> None:
         self.lines = lines
+        self.keys = keys
         self.proof_files = AsyncGridFSBucket(db, bucket_name="proofs")
+        self.inbox = inbox
 
     async def create_indexes(self) -> None:
         await self.lines.collection.create_index([("reseller_id", 1), ("placed_at", DESCENDING)])
         await self.lines.collection.create_index([("status", 1), ("unpaid_expires_at", 1)])
+        await self.keys.collection.create_index([("reseller_id", 1), ("created_at", DESCENDING)])
 
     async def unpaid_due(self, now: datetime) -> list[str]:
         """Lines awaiting proof past their unpaid delay (O8): top-level fields only."""
@@ -70,3 +83,24 @@ class OrderStore:
 
     async def delete_proof_file(self, file_id: str) -> None:
         await self.proof_files.delete(ObjectId(file_id))
+
+    async def keys_of(self, reseller_id: str) -> list[ApiKey]:
+        cursor = self.keys.collection.find({"reseller_id": reseller_id}).sort(
+            "created_at", DESCENDING
+        )
+        return [ApiKey.model_validate(doc) async for doc in cursor]
+
+    async def forget_shown_keys(self, *, answered_before: datetime, instead: str) -> int:
+        """The inbox keeps each reply for resends, and ``apikey.create``'s reply holds the
+        key itself: past a short grace, replace it by ``instead`` (a refusal), so the key
+        lives on as its digest only."""
+        result = await self.inbox.update_many(
+            {
+                "routing_key": CreateApiKey.ROUTING_KEY,
+                "done": True,
+                "at": {"$lt": answered_before},
+                "reply": {"$ne": instead},
+            },
+            {"$set": {"reply": instead}},
+        )
+        return result.modified_count

@@ -38,11 +38,16 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_PROOF_TYPE = "unsupported_proof_type"
     PROOF_TOO_LARGE = "proof_too_large"
     EMPTY_PROOF = "empty_proof"
+    INVALID_PROOF = "invalid_proof"
+    TOO_MANY_PROOFS = "too_many_proofs"
     NOT_AN_UPGRADE = "not_an_upgrade"
     ORDER_NOT_BOUND = "order_not_bound"
     PLAN_EXPIRED = "plan_expired"
     UPGRADE_IN_PROGRESS = "upgrade_in_progress"
     ORDER_SUPERSEDED = "order_superseded"
+    # reseller API keys
+    UNKNOWN_API_KEY = "unknown_api_key"
+    API_KEY_SHOWN_ONCE = "api_key_shown_once"
     # licensing
     UNKNOWN_CUSTOMER = "unknown_customer"
     INVALID_REGISTRATION = "invalid_registration"

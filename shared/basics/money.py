@@ -7,13 +7,18 @@ from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# 10**12 minor units: ten billion euros, far beyond any order or balance, far within what
+# the store keeps exactly (a signed 64-bit integer). A larger amount is refused where it
+# is read (a message is dead-lettered with the reason), never an overflow later on.
+MAX_AMOUNT = 10**12
+
 
 class Money(BaseModel):
-    """An amount in minor units (cents). Never a float (M2)."""
+    """An amount in minor units (cents), from 0 to ``MAX_AMOUNT``. Never a float (M2)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    amount: int = Field(ge=0, strict=True)
+    amount: int = Field(ge=0, le=MAX_AMOUNT, strict=True)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
 
     def __add__(self, other: Money) -> Money:

@@ -4,7 +4,16 @@ Importing this package registers every message in ``Message.REGISTRY`` (routing 
 -> model), from which the AsyncAPI document is generated.
 """
 
-from shared.contracts import credits, licensing, operations, orders, partners, quotes, system
+from shared.contracts import (
+    api_keys,
+    credits,
+    licensing,
+    operations,
+    orders,
+    partners,
+    quotes,
+    system,
+)
 from shared.contracts.base import Command, ErrorBody, Event, Message, Query, Reply
 
 REGISTRY = Message.REGISTRY
@@ -17,6 +26,7 @@ __all__ = [
     "Message",
     "Query",
     "Reply",
+    "api_keys",
     "credits",
     "licensing",
     "operations",

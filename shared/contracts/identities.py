@@ -63,6 +63,10 @@ SENDERS: Final[dict[str, frozenset[str]]] = {
     "lines.stuck": _OPERATIONS,
     "line.timeline": _OPERATIONS,
     "operator.create": _OPERATIONS,
+    # reseller API keys of the orders HTTP API: operations, and the reseller space later
+    "apikey.create": _READERS,
+    "apikey.revoke": _READERS,
+    "apikey.list": _READERS,
     # internal: orders prices a new line through quotes and credits
     "quote.redeem": frozenset({"orders"}),
     "credit.reserve": frozenset({"orders"}),
@@ -84,6 +88,8 @@ OWNERS: Final[dict[str, frozenset[str]]] = {
             "plan.bound",
             "plan.upgraded",
             "plan.superseded",
+            "apikey.created",
+            "apikey.revoked",
         )
     },
     **{

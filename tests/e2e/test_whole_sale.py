@@ -21,6 +21,7 @@ import pytest
 from testkit.broker import delete_namespace
 from testkit.contract_client import ContractClient, read_users
 from testkit.processes import LaunchedSystem, launched_system
+from tests.support import proofs
 from tests.support.licensing import verify_offline
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +62,7 @@ async def test_a_whole_sale_down_to_the_verified_licence(
             f"{launched.url('orders')}/v1/orders/{order_id}/proofs",
             headers={"Authorization": f"Bearer {launched.api_token}", "X-Reseller-Id": "acme"},
             files={
-                "file": ("virement.pdf", b"%PDF-1.7\nwire transfer 319.20 EUR\n", "application/pdf")
+                "file": ("virement.pdf", proofs.pdf("Wire transfer 319.20 EUR"), "application/pdf")
             },
         )
         assert proof.status_code == 201, proof.text
@@ -182,7 +183,7 @@ async def _pay(
         proof = await http.post(
             f"{launched.url('orders')}/v1/orders/{order_id}/proofs",
             headers={"Authorization": f"Bearer {launched.api_token}", "X-Reseller-Id": reseller},
-            files={"file": ("proof.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "image/png")},
+            files={"file": ("proof.png", proofs.png(), "image/png")},
         )
         assert proof.status_code == 201, proof.text
     await client.ok("proof.review", {"order_id": order_id, "decision": "accept", "reviewer": "ops"})

@@ -197,7 +197,7 @@ async def test_each_service_relays_the_outboxes_it_names_and_scans_them_by_an_in
     }
     assert relayed == {
         "quotes": ["quotes"],
-        "orders": ["order_lines"],
+        "orders": ["api_keys", "order_lines"],
         "credits": ["accounts"],
         "licensing": ["customers"],
     }

@@ -240,9 +240,10 @@ async def test_o3_proof_size_limit(amqp_url: str, mongo_url: str, settings: Sett
     small = settings.model_copy(update={"proof_max_bytes": 1024})
     async with running_system(small, services=("quotes", "orders", "credits")) as system:
         order_id = (await place(system, "r-9"))["order_id"]
-        big = await upload(system, order_id, "r-9", PDF + b"0" * 1024)
+        big = await upload(system, order_id, "r-9", PDF + b" " * (1025 - len(PDF)))
         assert (big.status_code, big.json()["error"]["code"]) == (413, "proof_too_large")
-        assert (await upload(system, order_id, "r-9", PDF + b"0" * 900)).status_code == 201
+        exact = PDF + b" " * (1024 - len(PDF))  # whitespace after %%EOF: still one PDF
+        assert (await upload(system, order_id, "r-9", exact)).status_code == 201
 
 
 async def test_o8_cancel_only_unpaid_lines_of_ones_own(system: System) -> None:

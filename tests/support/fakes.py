@@ -28,6 +28,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from services.licensing.domain.customer import Customer, unknown_customer
 from services.licensing.store import AttemptCounters, LicensingStore
+from services.orders.api_keys import ApiKey, unknown_api_key
 from services.orders.domain import OrderLine, unknown_order
 from services.orders.store import OrderStore
 from shared.basics.errors import Conflict, Refused
@@ -177,11 +178,12 @@ class FakeBus(Bus):
 
 
 class MemoryOrderStore(OrderStore):
-    """Orders' store: order lines in a ``MemoryStore``, proof files in a dict."""
+    """Orders' store: order lines and API keys in ``MemoryStore``s, proof files in a dict."""
 
     def __init__(self) -> None:
         # No database: OrderStore.__init__ (GridFS) is deliberately not run.
         self.lines: MemoryStore[OrderLine] = MemoryStore(OrderLine, unknown=unknown_order)
+        self.keys: MemoryStore[ApiKey] = MemoryStore(ApiKey, unknown=unknown_api_key)
         self.files: dict[str, bytes] = {}
 
     async def create_indexes(self) -> None:
@@ -209,6 +211,13 @@ class MemoryOrderStore(OrderStore):
 
     async def delete_proof_file(self, file_id: str) -> None:
         del self.files[file_id]
+
+    async def keys_of(self, reseller_id: str) -> list[ApiKey]:
+        mine = [key for key in self.keys.all() if key.reseller_id == reseller_id]
+        return sorted(mine, key=lambda key: key.created_at, reverse=True)
+
+    async def forget_shown_keys(self, *, answered_before: datetime, instead: str) -> int:
+        return 0  # no inbox in memory: the real-broker tests check it
 
 
 class MemoryAttemptCounters(AttemptCounters):

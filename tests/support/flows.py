@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support.proofs import PDF, PNG
 from tests.support.system import API_TOKEN, System
 
-PDF = b"%PDF-1.4\n% wire transfer proof\n"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+__all__ = ["PDF", "PNG", "bound_order", "paid_order", "place", "quote", "upload"]
 
 
 async def quote(

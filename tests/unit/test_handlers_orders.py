@@ -7,6 +7,7 @@ show the same rules across the services; these show one handler's orchestration.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -15,14 +16,19 @@ import pytest
 from services.orders.domain import OrderLine
 from services.orders.handlers import (
     OrdersDeps,
+    authenticate,
+    create_api_key,
+    list_api_keys,
     on_plan_upgraded,
     place_order,
     review_proof,
+    revoke_api_key,
     submit_proof,
     upgrade_plan,
 )
 from services.quotes.domain import Quote
-from shared.basics.errors import ErrorCode, Refused
+from shared.basics.errors import Conflict, ErrorCode, RateLimited, Refused
+from shared.contracts.api_keys import ApiKeyCreated, CreateApiKey, ListApiKeys, RevokeApiKey
 from shared.contracts.base import Billing
 from shared.contracts.credits import ReservationResult, ReserveCredit
 from shared.contracts.orders import (
@@ -34,13 +40,13 @@ from shared.contracts.orders import (
     UpgradePlan,
 )
 from shared.contracts.quotes import QuoteResult, RedeemQuote
+from shared.runtime import store as runtime_store
 from shared.runtime.messaging import Delivery, UpstreamUnavailable
 from tests.support.clock import FixedClock
 from tests.support.fakes import FakeBus, MemoryOrderStore
+from tests.support.proofs import PDF, PNG, POLYGLOTS
 from tests.unit.builders import (
     OTHER_RESELLER,
-    PDF,
-    PNG,
     RESELLER,
     T0,
     UNPAID_TTL,
@@ -265,6 +271,155 @@ async def test_o9_another_resellers_proof_is_refused_before_any_file_is_stored()
 
     assert refused.value.code == ErrorCode.NOT_YOUR_ORDER
     assert store.files == {}
+
+
+async def test_o3_a_polyglot_is_refused_before_any_file_is_stored() -> None:
+    deps = orders(FakeBus())
+    store = store_of(deps)
+    store.lines.add(make_line(order_id="ol_1"))
+
+    with pytest.raises(Refused) as refused:
+        await submit_proof(
+            order_id="ol_1",
+            reseller_id=RESELLER,
+            filename="t.pdf",
+            content=POLYGLOTS["pdf+zip inside"],
+            deps=deps,
+        )
+
+    assert refused.value.code == ErrorCode.INVALID_PROOF
+    assert store.files == {}
+    assert store.lines.writes == []
+
+
+async def test_o3_the_stored_file_name_is_sanitised() -> None:
+    deps = orders(FakeBus())
+    store_of(deps).lines.add(make_line(order_id="ol_1"))
+
+    proof = await submit_proof(
+        order_id="ol_1",
+        reseller_id=RESELLER,
+        filename="../../<b>virement\u202efdp.exe</b>.pdf",
+        content=PDF,
+        deps=deps,
+    )
+
+    assert proof.filename == "b_.pdf"  # the last path part, markup and the override gone
+    assert store_of(deps).lines.stored("ol_1").proofs[0].filename == "b_.pdf"
+
+
+async def test_o3_an_upload_that_keeps_losing_its_race_is_busy_and_leaves_no_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every save of the line loses to another writer: after the store's last attempt the
+    upload answers ``busy`` (503, Retry-After), not an internal error, and its file goes."""
+    deps = orders(FakeBus())
+    store = store_of(deps)
+    store.lines.add(make_line(order_id="ol_1"))
+
+    async def always_lost(line: OrderLine) -> None:
+        raise Conflict(f"OrderLine {line.id} changed since version {line.version}")
+
+    monkeypatch.setattr(runtime_store, "SAVE_ATTEMPTS", 3)
+    monkeypatch.setattr(store.lines, "save", always_lost)
+    with pytest.raises(RateLimited) as refused:
+        await submit_proof(
+            order_id="ol_1", reseller_id=RESELLER, filename="t.pdf", content=PDF, deps=deps
+        )
+
+    assert refused.value.code == ErrorCode.BUSY
+    assert refused.value.retry_after >= 1
+    assert store.files == {}
+    assert store.lines.stored("ol_1").proofs == []
+
+
+# --- reseller API keys (CONTRACT.md, Identities) -------------------------------------------
+
+
+async def create_key(deps: OrdersDeps, message_id: str = "m-key", reseller: str = RESELLER) -> str:
+    cmd = CreateApiKey(reseller_id=reseller, label="accounting script")
+    created = await create_api_key(
+        cmd, Delivery(message_id, None, "apikey.create", publisher="xo-operations"), deps=deps
+    )
+    return created.key
+
+
+async def test_an_api_key_is_shown_once_and_stored_as_its_digest() -> None:
+    deps = orders(FakeBus())
+    key = await create_key(deps)
+
+    assert re.fullmatch(r"xo_ak_[0-9a-f]{24}_[A-Za-z0-9_-]{43}", key)
+    [stored] = store_of(deps).keys.documents.values()
+    assert key not in str(stored)
+    assert stored["digest"] == hashlib.sha256(key.encode()).hexdigest()
+    [created] = store_of(deps).keys.all()[0].recorded()
+    assert isinstance(created, ApiKeyCreated) and key not in created.model_dump_json()
+    listed = await list_api_keys(
+        ListApiKeys(reseller_id=RESELLER), delivery("m-list", "apikey.list"), deps=deps
+    )
+    assert [k.status for k in listed.keys] == ["active"]
+    assert key not in listed.model_dump_json() and stored["digest"] not in listed.model_dump_json()
+    with pytest.raises(Refused) as again:  # the same message redelivered: no second key
+        await create_key(deps)
+    assert again.value.code == ErrorCode.API_KEY_SHOWN_ONCE
+    assert len(store_of(deps).keys.documents) == 1
+
+
+async def test_an_api_key_acts_as_its_own_reseller_only() -> None:
+    deps = orders(FakeBus())
+    key = await create_key(deps)
+
+    assert await authenticate(key, acting_for=None, deps=deps) == RESELLER
+    assert await authenticate(key, acting_for=RESELLER, deps=deps) == RESELLER
+    with pytest.raises(Refused) as other:
+        await authenticate(key, acting_for=OTHER_RESELLER, deps=deps)
+    assert other.value.code == ErrorCode.FORBIDDEN
+    with pytest.raises(Refused) as forged:  # the right id with another secret
+        await authenticate(key[:-4] + "AAAA", acting_for=None, deps=deps)
+    assert forged.value.code == ErrorCode.UNAUTHORISED
+    with pytest.raises(Refused) as unknown:
+        await authenticate("xo_ak_" + "0" * 24 + "_" + "A" * 43, acting_for=None, deps=deps)
+    assert unknown.value.code == ErrorCode.UNAUTHORISED
+
+
+async def test_a_revoked_api_key_is_refused_and_another_reseller_cannot_revoke_it() -> None:
+    deps = orders(FakeBus())
+    key = await create_key(deps)
+    key_id = key.split("_")[1] + "_" + key.split("_")[2]
+
+    with pytest.raises(Refused) as foreign:
+        await revoke_api_key(
+            RevokeApiKey(reseller_id=OTHER_RESELLER, key_id=key_id),
+            delivery("m-r0", "apikey.revoke"),
+            deps=deps,
+        )
+    assert foreign.value.code == ErrorCode.UNKNOWN_API_KEY
+    assert await authenticate(key, acting_for=None, deps=deps) == RESELLER
+
+    revoked = await revoke_api_key(
+        RevokeApiKey(reseller_id=RESELLER, key_id=key_id),
+        delivery("m-r1", "apikey.revoke"),
+        deps=deps,
+    )
+    assert revoked.status == "revoked"
+    with pytest.raises(Refused) as refused:
+        await authenticate(key, acting_for=None, deps=deps)
+    assert (refused.value.code, refused.value.message) == (
+        ErrorCode.UNAUTHORISED,
+        "this API key was revoked",
+    )
+
+
+async def test_the_internal_token_acts_for_the_reseller_it_names() -> None:
+    deps = orders(FakeBus())
+    assert await authenticate("test-token", acting_for="r-any", deps=deps) == "r-any"
+    with pytest.raises(Refused) as unnamed:
+        await authenticate("test-token", acting_for=None, deps=deps)
+    assert unnamed.value.code == ErrorCode.INVALID_REQUEST
+    for wrong in ("", "test-token-not", "xo_garbage"):
+        with pytest.raises(Refused) as refused:
+            await authenticate(wrong, acting_for="r-any", deps=deps)
+        assert refused.value.code == ErrorCode.UNAUTHORISED
 
 
 # --- O7: upgrades ---------------------------------------------------------------------------

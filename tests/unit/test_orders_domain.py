@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.orders.domain import OrderLine, order_id_for, period_end, sniff_proof
+from services.orders.domain import MAX_PROOFS_PER_LINE, OrderLine, order_id_for, period_end
+from services.orders.proofs import FILENAME_MAX_CHARS, MAX_PIXELS, check_proof, proof_filename
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.base import Billing
 from shared.contracts.orders import (
@@ -20,11 +23,9 @@ from shared.contracts.orders import (
     ProofRejected,
     ProofSubmitted,
 )
+from tests.support.proofs import JPEG, PDF, PNG, POLYGLOTS, jpeg, pdf, png
 from tests.unit.builders import (
-    JPEG,
     OTHER_RESELLER,
-    PDF,
-    PNG,
     PURE,
     RESELLER,
     RESELLER_EMAIL,
@@ -130,12 +131,12 @@ def test_o1_order_id_for_is_deterministic_per_reseller_and_message() -> None:
     ("content", "expected"),
     [(PDF, "application/pdf"), (PNG, "image/png"), (JPEG, "image/jpeg")],
 )
-def test_o3_proof_type_is_sniffed_from_magic_bytes(content: bytes, expected: str) -> None:
-    assert sniff_proof(content, max_bytes=10 * MIB) == expected
+def test_o3_proof_type_is_checked_by_content(content: bytes, expected: str) -> None:
+    assert check_proof(content, max_bytes=10 * MIB) == expected
 
 
 def test_o3_pdf_name_with_png_bytes_is_a_png() -> None:
-    proof = make_proof(PNG, filename="virement.pdf", content_type=sniff_proof(PNG, max_bytes=MIB))
+    proof = make_proof(PNG, filename="virement.pdf", content_type=check_proof(PNG, max_bytes=MIB))
     assert proof.content_type == "image/png"
     assert proof.filename == "virement.pdf"
 
@@ -146,26 +147,120 @@ def test_o3_pdf_name_with_png_bytes_is_a_png() -> None:
 )
 def test_o3_other_content_is_refused(content: bytes) -> None:
     with pytest.raises(Refused) as refused:
-        sniff_proof(content, max_bytes=10 * MIB)
+        check_proof(content, max_bytes=10 * MIB)
     assert refused.value.code == ErrorCode.UNSUPPORTED_PROOF_TYPE
 
 
 def test_o3_empty_proof_is_refused() -> None:
     with pytest.raises(Refused) as refused:
-        sniff_proof(b"", max_bytes=10 * MIB)
+        check_proof(b"", max_bytes=10 * MIB)
     assert refused.value.code == ErrorCode.EMPTY_PROOF
 
 
 def test_o3_proof_over_the_limit_is_refused() -> None:
-    content = PDF + b"\x00" * (10 * MIB - len(PDF) + 1)
     with pytest.raises(Refused) as refused:
-        sniff_proof(content, max_bytes=10 * MIB)
+        check_proof(PDF, max_bytes=len(PDF) - 1)
     assert refused.value.code == ErrorCode.PROOF_TOO_LARGE
 
 
 def test_o3_proof_at_exactly_the_limit_is_accepted() -> None:
-    content = PDF + b"\x00" * (10 * MIB - len(PDF))
-    assert sniff_proof(content, max_bytes=10 * MIB) == "application/pdf"
+    assert check_proof(PDF, max_bytes=len(PDF)) == "application/pdf"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"%PDF-1.4\n% wire transfer proof\n", "no %%EOF marker"),
+        (b"%PDF-1.4\nnot a document at all\n%%EOF\n", "does not parse"),
+        (pdf().replace(b"/Count 1", b"/Count 0").replace(b"/Kids [3 0 R]", b"/Kids []"), "no page"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 32, "truncated"),
+        (PNG[:-12], "ends before its IEND"),
+        (PNG.replace(b"IDAT", b"IDAt"), "does not decode"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "JPEG"),
+        (JPEG[:-2], "JPEG"),
+    ],
+    ids=[
+        "pdf-header",
+        "pdf-garbage",
+        "pdf-no-page",
+        "png-header",
+        "png-cut",
+        "png-bad",
+        "jpeg-header",
+        "jpeg-cut",
+    ],
+)
+def test_o3_a_proof_must_parse_or_decode_beyond_its_first_bytes(
+    content: bytes, problem: str
+) -> None:
+    with pytest.raises(Refused) as refused:
+        check_proof(content, max_bytes=10 * MIB)
+    assert refused.value.code == ErrorCode.INVALID_PROOF
+    assert problem in refused.value.message
+
+
+@pytest.mark.parametrize("kind", sorted(POLYGLOTS))
+def test_o3_polyglots_are_refused(kind: str) -> None:
+    """A file that is a proof to one reader and an archive or a program to another."""
+    with pytest.raises(Refused) as refused:
+        check_proof(POLYGLOTS[kind], max_bytes=10 * MIB)
+    assert refused.value.code == ErrorCode.INVALID_PROOF
+    assert "ZIP archive" in refused.value.message or "follow" in refused.value.message
+
+
+def test_o3_whitespace_after_the_final_eof_is_still_one_pdf() -> None:
+    assert check_proof(pdf() + b"\r\n \x00", max_bytes=MIB) == "application/pdf"
+
+
+def test_o3_zip_signature_bytes_alone_are_not_an_archive() -> None:
+    """Compressed data may hold ``PK\\x05\\x06`` by chance: only a record that leads to a
+    central directory is an archive."""
+    data = b"PK\x05\x06" + bytes(range(1, 19))  # a record pointing at nothing
+    chunk = struct.pack(">I4s", len(data), b"zzZz") + data
+    chunk += struct.pack(">I", zlib.crc32(chunk[4:]))  # a valid ancillary chunk
+    stray = PNG[:-12] + chunk + PNG[-12:]
+    assert check_proof(stray, max_bytes=MIB) == "image/png"
+
+
+def test_o3_an_image_with_too_many_pixels_is_refused_before_it_is_decoded() -> None:
+    side = int(MAX_PIXELS**0.5) + 1
+    with pytest.raises(Refused) as refused:
+        check_proof(png((side, side)), max_bytes=10 * MIB)
+    assert refused.value.code == ErrorCode.INVALID_PROOF
+    assert "pixels" in refused.value.message
+
+
+def test_o3_larger_real_images_are_accepted() -> None:
+    assert check_proof(jpeg((640, 480)), max_bytes=MIB) == "image/jpeg"
+    assert check_proof(png((640, 480)), max_bytes=MIB) == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("virement.pdf", "virement.pdf"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\jo\\scan.png", "scan.png"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),  # right-to-left override dropped
+        ("a\x00b\x1bc\u200bd.pdf", "abcd.pdf"),  # control and zero-width characters
+        ('<img src=x onerror="alert(1)">.png', "_img src=x onerror=_alert(1)__.png"),
+        ("  ..hidden  .pdf.. ", "hidden .pdf"),
+        ("reçu\tnuméro\u00a07.pdf", "reçu numéro 7.pdf"),
+        ("", "proof"),
+        (None, "proof"),
+        ("\u202e\u202e", "proof"),
+        ("..", "proof"),
+    ],
+)
+def test_o3_uploaded_file_names_are_sanitised(sent: str | None, kept: str) -> None:
+    assert proof_filename(sent) == kept
+
+
+def test_o3_a_long_file_name_is_cut_keeping_its_extension() -> None:
+    name = proof_filename("x" * 500 + ".pdf")
+    assert len(name) == FILENAME_MAX_CHARS
+    assert name.endswith("x.pdf")
+    assert len(proof_filename("y" * 500)) == FILENAME_MAX_CHARS
 
 
 def test_o3_submitting_a_proof_moves_the_line_to_proof_submitted() -> None:
@@ -196,6 +291,16 @@ def test_o3_every_upload_is_kept_in_history() -> None:
     assert [p.proof_id for p in line.view().proofs] == ["pr_1", "pr_2"]
     assert [h.action for h in line.history] == ["placed", "proof_submitted", "proof_submitted"]
     assert line.status == "proof_submitted"
+
+
+def test_o3_a_line_keeps_a_bounded_number_of_proofs() -> None:
+    line = make_line()
+    for n in range(MAX_PROOFS_PER_LINE):
+        line.submit_proof(make_proof(proof_id=f"pr_{n}"), T1)
+    with pytest.raises(Refused) as refused:
+        line.submit_proof(make_proof(proof_id="pr_one_too_many"), T2)
+    assert refused.value.code == ErrorCode.TOO_MANY_PROOFS
+    assert len(line.proofs) == MAX_PROOFS_PER_LINE
 
 
 def test_o3_proof_after_payment_is_refused() -> None:
