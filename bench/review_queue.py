@@ -125,7 +125,7 @@ async def run(count: int, requests: int) -> None:
             )
             assert signed.status_code == 303, signed.text[:300]
             first = await client.get("/review")
-            assert first.text.count("<a href=\"/review?order=") == count, "not every line listed"
+            assert first.text.count('<a href="/review?order=') == count, "not every line listed"
             await _timed(lambda: client.get("/review"), 3)  # warm-up
             page = await _timed(lambda: client.get("/review"), requests)
             bare = await _timed(lambda: client.get("/health"), requests)
