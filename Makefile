@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit docs bench clean
+.PHONY: run test lint typecheck unit docs bench faults clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "xo-reseller needs Python 3.11+"'
@@ -33,6 +33,10 @@ unit: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m tools.asyncapi docs/asyncapi.json
 	$(PY) -m tools.openapi docs
+
+faults: $(STAMP)
+	scripts/ensure-rabbitmq
+	$(VENV)/bin/pytest -ra tests/faults
 
 bench: $(STAMP)
 	scripts/ensure-rabbitmq

@@ -71,6 +71,7 @@ class EmbeddedMongo:
             stdout=subprocess.DEVNULL,
             stderr=_private(self.data_dir / "nx-27017.stderr").open("ab"),
             umask=0o077,
+            process_group=0,  # Ctrl-C reaches whoever started it, who stops it last
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

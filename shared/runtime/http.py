@@ -152,9 +152,19 @@ def add_health(app: FastAPI, *, service: str, ready: Ready) -> None:
 
     @app.get("/ready", include_in_schema=False)
     async def is_ready() -> JSONResponse:
+        """200 when every check holds; else 503 with the failing checks named, in the
+        error envelope (``store_unavailable`` when the database is one of them)."""
         checks = await ready()
-        ok = all(checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        failing = [name for name, ok in checks.items() if not ok]
+        if not failing:
+            return JSONResponse({"ready": True, "checks": checks})
+        code = ErrorCode.STORE_UNAVAILABLE if "database" in failing else ErrorCode.BUSY
+        body = {
+            "ready": False,
+            "checks": checks,
+            **error_body(code, "not ready: " + ", ".join(failing)),
+        }
+        return JSONResponse(body, status_code=503)
 
 
 def add_edge(

@@ -8,6 +8,7 @@ way for all four.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -160,13 +161,58 @@ class Runtime:
         log.info("service_stopped")
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"broker": False, "database": False}
-        with suppress(Exception):
-            checks["broker"] = await self.broker.ping(timeout=2.0)
-        with suppress(Exception):
-            await asyncio.wait_for(self.db.command("ping"), timeout=2.0)
-            checks["database"] = True
+        """What ``/ready`` reports; ready only when every check holds:
+        ``broker`` the consuming connection is up; ``consumers`` every route's consumer
+        is attached, on an open channel; ``publisher`` the publishing link is open;
+        ``database`` the store answers a ping; ``workers`` the outbox relay and the
+        periodic jobs run. Each probe gives up after ``READY_TIMEOUT_SECONDS``."""
+
+        async def broker() -> bool:
+            return await self.broker.ping(timeout=READY_TIMEOUT_SECONDS)
+
+        async def database() -> bool:
+            await asyncio.wait_for(self.db.command("ping"), timeout=READY_TIMEOUT_SECONDS)
+            return True
+
+        broker_up, database_up = await asyncio.gather(_holds(broker()), _holds(database()))
+        checks = {
+            "broker": broker_up,
+            "consumers": broker_up and self.consumers_attached(),
+            "database": database_up,
+            "workers": bool(self._tasks) and not any(task.done() for task in self._tasks),
+        }
+        link = getattr(self.bus, "link", None)
+        if link is not None:
+            checks["publisher"] = bool(link.ready)
         return checks
+
+    def consumers_attached(self) -> bool:
+        """Every route has a running consumer on an open channel (a consumer is detached
+        while its channel or connection is down, until the client restores it)."""
+        subscribers = self.broker.subscribers
+        if not self.broker.running or len(subscribers) < len(self.routing_keys):
+            return False
+        return all(_consuming(subscriber) for subscriber in subscribers)
+
+
+READY_TIMEOUT_SECONDS = 1.0
+
+
+async def _holds(probe: Awaitable[bool]) -> bool:
+    try:
+        return await probe
+    except Exception:
+        return False
+
+
+def _consuming(subscriber: object) -> bool:
+    queue = getattr(subscriber, "_queue_obj", None)  # FastStream's RabbitSubscriber internals
+    return (
+        bool(getattr(subscriber, "running", False))
+        and getattr(subscriber, "_consumer_tag", None) is not None
+        and queue is not None
+        and not queue.channel.is_closed
+    )
 
 
 def http_app(runtime: Runtime, wiring: Wiring, *, title: str) -> FastAPI:
@@ -175,7 +221,11 @@ def http_app(runtime: Runtime, wiring: Wiring, *, title: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.start(wiring)
+        try:
+            await runtime.start(wiring)
+        except Exception:
+            log.exception("service_start_failed")  # the traceback as a field (uvicorn: text)
+            raise
         try:
             yield
         finally:
@@ -201,12 +251,14 @@ def http_app(runtime: Runtime, wiring: Wiring, *, title: str) -> FastAPI:
     return app
 
 
-async def _serve_both(public: uvicorn.Server, admin: uvicorn.Server) -> None:
-    """Run both listeners; when one stops (SIGTERM reaches one of them), stop the other."""
+async def _serve_both(public: uvicorn.Server, admin: uvicorn.Server) -> bool:
+    """Run both listeners; when one stops (SIGTERM reaches one of them), stop the other.
+    False when the service never started (its runtime or a listener failed)."""
     tasks = [asyncio.create_task(public.serve()), asyncio.create_task(admin.serve())]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     public.should_exit = admin.should_exit = True
     await asyncio.gather(*tasks)
+    return public.started and admin.started
 
 
 def serve(
@@ -240,4 +292,5 @@ def serve(
         access_log=False,
         lifespan="off",
     )
-    asyncio.run(_serve_both(uvicorn.Server(public), uvicorn.Server(admin)))
+    if not asyncio.run(_serve_both(uvicorn.Server(public), uvicorn.Server(admin))):
+        sys.exit(1)  # the launcher (or any supervisor) starts it again

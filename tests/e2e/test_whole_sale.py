@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -18,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.runtime.settings import SERVICES
 from testkit.broker import delete_namespace
 from testkit.contract_client import ContractClient, read_users
-from testkit.processes import LaunchedSystem, launched_system
+from testkit.processes import LaunchedSystem, launched_system, services_only
 from tests.support import proofs
 from tests.support.licensing import verify_offline
 
@@ -162,9 +164,55 @@ def test_sigterm_stops_every_process_cleanly(amqp_url: str, tmp_path: Path) -> N
     with launched_system(amqp_url, tmp_path) as system:
         system.process.send_signal(signal.SIGTERM)
         assert system.process.wait(timeout=40) == 0
-        log = system.log.read_text()
-        assert log.count('"event": "service_stopped"') == 4
-        assert '"event": "system_stopped"' in log
+        events = [line["event"] for line in system.log_lines()]
+        assert events.count("service_stopped") == sum(system.replicas.values())
+        assert "service_killed" not in events
+        # the store stops last, once every process that uses it has stopped
+        assert events[-2:] == ["embedded_store_stopped", "system_stopped"]
+    asyncio.run(delete_namespace(amqp_url, system.namespace))
+
+
+def test_the_launcher_restarts_a_dead_process_while_the_rest_serves_and_kills_a_stuck_one(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """A SIGKILLed service is started again after its back-off (logged, counted), the
+    others answering meanwhile; on SIGTERM a process that does not stop within the
+    grace (here a SIGSTOPped one, grace 2 s) is SIGKILLed, and the store still stops last."""
+    with launched_system(
+        amqp_url, tmp_path, replicas=services_only(), settings={"STOP_GRACE_SECONDS": "2"}
+    ) as system:
+        old = system.kill("quotes")
+        while system.pid("quotes") == old:  # the launcher has not seen it die yet
+            time.sleep(0.05)
+        assert httpx.get(system.url("orders") + "/ready", timeout=5).status_code == 200
+        new = system.wait_restarted("quotes", old)
+        assert new != old and system.restarts("quotes") == 1
+        [restarted] = [line for line in system.log_lines() if line["event"] == "service_restarted"]
+        assert {
+            k: restarted[k] for k in ("process", "replica", "pid", "exit_code", "restarts")
+        } == {
+            "process": "quotes",
+            "replica": 0,
+            "pid": new,
+            "exit_code": -signal.SIGKILL,
+            "restarts": 1,
+        }
+        assert restarted["delay"] == 1.0
+        metrics = system.launcher_metrics()
+        assert 'xo_service_restarts_total{replica="0",service="quotes"} 1.0' in metrics
+        assert 'xo_service_up{replica="0",service="quotes"} 1.0' in metrics
+
+        stuck = system.pid("orders")
+        assert stuck is not None
+        os.kill(stuck, signal.SIGSTOP)  # it can no longer handle SIGTERM
+        system.process.send_signal(signal.SIGTERM)
+        assert system.process.wait(timeout=30) == 0
+        lines = system.log_lines()
+        events = [line["event"] for line in lines]
+        [killed] = [line for line in lines if line["event"] == "service_killed"]
+        assert (killed["process"], killed["replica"]) == ("orders", 0)
+        assert events.count("service_stopped") == len(SERVICES) - 1
+        assert events[-2:] == ["embedded_store_stopped", "system_stopped"]
     asyncio.run(delete_namespace(amqp_url, system.namespace))
 
 
