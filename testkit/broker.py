@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -21,7 +21,15 @@ import aio_pika
 from shared.contracts import REGISTRY
 from shared.runtime.identity import Credentials, read_users
 from shared.runtime.settings import SERVICES
-from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
+from shared.runtime.topology import (
+    COMMANDS,
+    DEAD_LETTERS_EXCHANGE,
+    DEAD_LETTERS_QUEUE,
+    DEFAULT_RETRY_DELAYS,
+    EVENTS,
+    RETRY_EXCHANGE,
+    delay_queue_names,
+)
 from tools import broker_users
 
 
@@ -49,16 +57,21 @@ async def delete_queues(amqp_url: str, names: Iterable[str]) -> None:
 
 
 async def delete_namespace(
-    amqp_url: str, namespace: str, extra_services: tuple[str, ...] = ()
+    amqp_url: str,
+    namespace: str,
+    extra_services: tuple[str, ...] = (),
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
 ) -> None:
-    """Delete every queue and exchange the topology may have declared under ``namespace``."""
+    """Delete every queue and exchange the topology may have declared under ``namespace``
+    (the delay queues of ``retry_delays``: those of RETRY_DELAYS_SECONDS)."""
     assert namespace, "refusing to delete the production (empty) namespace"
     names = [f"{namespace}{s}.{key}" for s in (*SERVICES, *extra_services) for key in REGISTRY]
-    await delete_queues(amqp_url, [*names, namespace + DEAD_LETTERS_QUEUE])
+    delays = delay_queue_names(namespace, retry_delays)
+    await delete_queues(amqp_url, [*names, namespace + DEAD_LETTERS_QUEUE, *delays])
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        for exchange in (COMMANDS, EVENTS, DEAD_LETTERS_EXCHANGE):
+        for exchange in (COMMANDS, EVENTS, DEAD_LETTERS_EXCHANGE, RETRY_EXCHANGE):
             await channel.exchange_delete(namespace + exchange)
 
 

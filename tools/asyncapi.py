@@ -28,7 +28,19 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from shared.basics.errors import ErrorCode
 from shared.contracts import REGISTRY, Command, ErrorBody, Message, Query
 from shared.contracts.identities import OUTSIDE_ROLES, SERVICE_ROLES, allowed_publishers
-from shared.runtime.topology import COMMANDS, DEAD_LETTERS_EXCHANGE, DEAD_LETTERS_QUEUE, EVENTS
+from shared.runtime.messaging import (
+    CALL_ID_HEADER,
+    RETRY_COUNT_HEADER,
+    RETRY_ERROR_HEADER,
+    RETRY_WAITED_HEADER,
+)
+from shared.runtime.topology import (
+    COMMANDS,
+    DEAD_LETTERS_EXCHANGE,
+    DEAD_LETTERS_QUEUE,
+    EVENTS,
+    RETRY_EXCHANGE,
+)
 
 JSONObject = dict[str, Any]
 
@@ -47,8 +59,26 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     "x-rejected-at": "When it was refused (ISO 8601, UTC).",
     "x-original-publisher": "The validated user_id of whoever published it (may be empty).",
 }
+# What a message that was retried also carries (``Bus._retry_later``), dead-lettered or not.
+RETRY_HEADERS: dict[str, str] = {
+    RETRY_COUNT_HEADER: "How many times it was retried after a transient failure.",
+    RETRY_WAITED_HEADER: "The milliseconds its retries waited in delay queues, in all.",
+    RETRY_ERROR_HEADER: "The last transient error (type and message).",
+}
+# The reasons in ``x-death-reason``: the first word, then the details.
+DEAD_LETTER_REASONS: dict[str, str] = {
+    "invalid message": "not JSON, or a field missing, unknown or invalid (which, and why).",
+    "missing message_id": "no `message_id` property: every message needs a unique one.",
+    "unauthorized_publisher": "its publisher's role may not send it (who may).",
+    "idempotency_key_reused": "an event whose `message_id` was already used for another "
+    "message (a command gets a refusal instead).",
+    "retries_exhausted": "its handling failed for a transient reason (a service or the "
+    "store unavailable) again and again until the retries had waited their total "
+    "(`RETRY_TOTAL_SECONDS`, 15 minutes by default); with the attempts and the last error.",
+}
 
-DESCRIPTION = f"""\
+DESCRIPTION = (
+    f"""\
 The messages internal systems (partner portal, accounting, mailer) and operations
 tooling exchange with xo-reseller over RabbitMQ. Generated from `shared.contracts`;
 do not edit by hand.
@@ -67,7 +97,10 @@ do not edit by hand.
   `{{"ok": false, "error": {{"code": "<snake_case>", "message": "<human text>"}}}}`.
   A command sent without `reply_to` that is refused publishes `command.rejected`.
 - Each service consumes through its own durable quorum queue named
-  `<service>.<routing key>`, with a delivery limit.
+  `<service>.<routing key>`, with a delivery limit (a guard against a message that crashes
+  its consumer again and again).
+- Replies echo the request's `correlation_id` and, when the request has one, its header
+  `{CALL_ID_HEADER}` (the services match their own requests' replies by it).
 
 ## Identities
 Every process connects as its own RabbitMQ user, `<prefix><role>` (prefix `xo-` by
@@ -81,13 +114,32 @@ another publisher is never applied; both are dead-lettered with reason
 keys. A `message_id` reused with another routing key or body is refused with
 `idempotency_key_reused`; nothing is applied.
 
+## Retries
+A message whose handling fails for a transient reason (another service or the store
+unavailable) is not lost and not retried at once: a copy waits in a delay queue
+`{RETRY_EXCHANGE}.<delay>` (1 s, 5 s, 30 s, then every 2 minutes by default:
+`RETRY_DELAYS_SECONDS`), published through the headers exchange `{RETRY_EXCHANGE}`, and
+RabbitMQ moves it back to the queue it failed in when the delay has passed. The copy keeps
+the body and properties (`message_id`, `correlation_id`, `reply_to`...), so it is applied
+once and a reply still reaches a requester that waits. Its headers say how it went:
+"""
+    + "".join(f"- `{name}`: {meaning}\n" for name, meaning in RETRY_HEADERS.items())
+    + f"""
+Invalid and unauthorized messages are never retried: they are dead-lettered at once.
+
 ## Dead letters
-A message that fails validation (not JSON, wrong fields, no `message_id`) is moved to
-the dead-letter exchange `{DEAD_LETTERS_EXCHANGE}` (topic, durable) with its original
-routing key and body, and lands in the queue `{DEAD_LETTERS_QUEUE}` (bound with `#`).
-A message whose handling keeps failing is dead-lettered by RabbitMQ once the queue's
-delivery limit is reached. The headers a refused message carries:
-""" + "".join(f"- `{name}`: {meaning}\n" for name, meaning in DEAD_LETTER_HEADERS.items())
+A message that is refused (see the reasons below) is moved to the dead-letter exchange
+`{DEAD_LETTERS_EXCHANGE}` (topic, durable) with its original routing key and body, and
+lands in the queue `{DEAD_LETTERS_QUEUE}` (bound with `#`). RabbitMQ also dead-letters
+there a message that crashed its consumer more times than the queue's delivery limit (with
+its own `x-death` header). The headers a refused message carries:
+"""
+    + "".join(f"- `{name}`: {meaning}\n" for name, meaning in DEAD_LETTER_HEADERS.items())
+    + """
+The reasons `x-death-reason` starts with:
+"""
+    + "".join(f"- `{reason}`: {meaning}\n" for reason, meaning in DEAD_LETTER_REASONS.items())
+)
 
 
 def _exchange_binding(exchange: str) -> JSONObject:
@@ -242,13 +294,23 @@ def _dead_letter_parts() -> tuple[JSONObject, JSONObject, JSONObject]:
     message: JSONObject = {
         "description": (
             "The original message, body and properties unchanged, with these headers added "
-            "when a service refused it. A message dead-lettered by RabbitMQ after the "
-            "delivery limit carries RabbitMQ's own `x-death` header instead."
+            "when a service refused it, and those of its retries when it was retried. A "
+            "message dead-lettered by RabbitMQ after the delivery limit carries RabbitMQ's own "
+            "`x-death` header instead."
         ),
         "headers": {
             "properties": {
-                name: {"description": meaning, "type": "string"}
-                for name, meaning in DEAD_LETTER_HEADERS.items()
+                **{
+                    name: {"description": meaning, "type": "string"}
+                    for name, meaning in DEAD_LETTER_HEADERS.items()
+                },
+                **{
+                    name: {
+                        "description": meaning,
+                        "type": "string" if name == RETRY_ERROR_HEADER else "integer",
+                    }
+                    for name, meaning in RETRY_HEADERS.items()
+                },
             },
             "type": "object",
         },

@@ -12,9 +12,10 @@ permissions, all derived from the one table in ``shared.contracts.identities``.
   ``docker compose --env-file``.
 
 What each user may touch (names prefixed by ``AMQP_NAMESPACE``):
-- a service: declare its own queues ``<service>.*`` and the shared exchanges and
-  dead-letter queue; publish the events it owns and the commands it sends, replies
-  (default exchange) and dead letters;
+- a service: declare its own queues ``<service>.*``, the shared exchanges, the
+  dead-letter queue and the retry exchange with its delay queues ``reseller.retry.*``;
+  publish the events it owns and the commands it sends, replies (default exchange), dead
+  letters and retries;
 - a web face's role (``storefront``: the reseller space; ``operations``: the operations
   console and CLI) as a service: its own queues ``<role>.*``, its commands and events,
   replies and dead letters; ``operations`` also has the ``management`` tag, so the
@@ -67,7 +68,10 @@ def _any_of(names: Iterable[str]) -> str:
 def permissions(role: str, namespace: str) -> dict[str, str]:
     """RabbitMQ's configure / write / read regexes on resource names for ``role``."""
     ns = re.escape(namespace)
-    shared_names = f"{ns}reseller\\.(commands|events|dlx|dead-letters)"
+    # The shared exchanges, the dead-letter queue, and the retry exchange with its delay
+    # queues ``reseller.retry.<delay>`` (every service declares, binds and publishes to
+    # them; RabbitMQ moves a retry back to its queue when the delay has passed).
+    shared_names = f"{ns}reseller\\.(commands|events|dlx|dead-letters|retry(\\.[^.]+)?)"
     if role in (*SERVICE_ROLES, *WEB_FACE_ROLES):  # a web face consumes like a service
         own = f"{ns}{re.escape(role)}\\..+"
         return {

@@ -14,22 +14,33 @@ is consumed with manual acknowledgement and this runtime does, per delivery:
    with ``idempotency_key_reused``, nothing applied;
 5. the handler's ``Refused`` -> ``{"ok": false, ...}`` reply, or ``command.rejected``
    when there is no ``reply_to``;
-6. any other exception is transient -> nack and redelivery, until the queue's
-   delivery limit dead-letters it. The consumer never crash-loops.
+6. any other exception is transient -> a copy waits in a delay queue (``reseller.retry.*``,
+   shared.runtime.topology) and comes back to the same queue, with growing delays, until
+   ``retry_total`` seconds of delays have passed; then it is dead-lettered with reason
+   ``retries_exhausted``. The original is acked once the copy is confirmed, so failures
+   never use up the queue's delivery limit (left to guard against crash loops), and the
+   consumer never sleeps.
 
-Everything this runtime publishes carries the service's own ``user_id``.
+Everything this runtime publishes goes through its ``BrokerLink`` (shared.runtime.link:
+confirmed, reopened when lost or nacked again and again) and carries the service's own
+``user_id``. Requests to other services (``Bus.call``) are many in flight at once: each
+carries a call id (header ``x-call-id``, echoed by the reply) over direct reply-to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import uuid4
 
+import aio_pika
 import structlog
+from aio_pika.abc import AbstractIncomingMessage
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.rabbit import RabbitBroker
@@ -44,13 +55,30 @@ from shared.contracts.system import CommandRejected
 from shared.runtime import metrics
 from shared.runtime.identity import BrokerIdentity
 from shared.runtime.inbox import Inbox, body_digest
+from shared.runtime.link import DIRECT_REPLY_TO, BrokerLink, BrokerUnavailable
 from shared.runtime.logging import get_logger
 from shared.runtime.store import OutboxEntry
-from shared.runtime.topology import Topology
+from shared.runtime.topology import RETRY_DELAY_HEADER, Topology, delay_label
 
 log = get_logger(__name__)
 JSON = "application/json"
 R = TypeVar("R", bound=BaseModel)
+
+#: A request's call id, echoed by its reply: how a caller matches replies to its calls.
+CALL_ID_HEADER = "x-call-id"
+#: On a retry copy: how many retries so far, and the milliseconds of delay they waited.
+RETRY_COUNT_HEADER = "x-retry-count"
+RETRY_WAITED_HEADER = "x-retry-waited-ms"
+RETRY_ERROR_HEADER = "x-retry-last-error"
+#: Where a message came from; on a retry copy (published by the service itself) they name
+#: the original publication, which the consumer then judges.
+ORIGINAL_PUBLISHER = "x-original-publisher"
+ORIGINAL_EXCHANGE = "x-original-exchange"
+ORIGINAL_ROUTING_KEY = "x-original-routing-key"
+#: Headers RabbitMQ sets on delivery or dead-lettering: never copied into a new publication.
+_BROKER_HEADERS = ("x-death", "x-delivery-count", RETRY_DELAY_HEADER)
+_BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 
 
 @dataclass(frozen=True)
@@ -73,7 +101,27 @@ class Route:
 
 
 class UpstreamUnavailable(Exception):
-    """Another service did not answer in time: transient, so the message is redelivered."""
+    """Another service did not answer in time: transient, so the message is retried."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Transient failures are retried after ``Topology.retry_delay(n)`` until ``total``
+    seconds of delays have passed; the next failure dead-letters (``retries_exhausted``)."""
+
+    total_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who published a delivery, and where to: the delivery's own properties, or, on a
+    retry copy the service made itself, the original publication's (from its headers)."""
+
+    publisher: str | None
+    exchange: str
+    routing_key: str
+    retries: int = 0
+    waited_ms: int = 0
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -100,6 +148,9 @@ class Bus:
         inbox: Inbox,
         clock: Clock,
         rpc_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        publish_timeout: float = 10.0,
+        nacks_before_reopen: int = 3,
     ) -> None:
         self.broker = broker
         self.topology = topology
@@ -109,23 +160,44 @@ class Bus:
         self.inbox = inbox
         self.clock = clock
         self.rpc_timeout = rpc_timeout
+        self.retry = retry or RetryPolicy()
+        self.link = BrokerLink(
+            identity.url,
+            on_reply=self._on_reply,
+            on_lost=self._fail_calls,
+            publish_timeout=publish_timeout,
+            nacks_before_reopen=nacks_before_reopen,
+            name=f"{service}:publisher",
+        )
+        self._calls: dict[str, asyncio.Future[bytes]] = {}
+
+    async def open(self) -> None:
+        """Open the publishing link (before consuming: handlers reply and publish)."""
+        await self.link.open()
+
+    async def close(self) -> None:
+        """Close the publishing link (after consuming stopped and in-flight handlers ended)."""
+        await self.link.close()
+        self._fail_calls("closing")
 
     # --- publishing ------------------------------------------------------------------
 
     async def publish_entry(self, entry: OutboxEntry) -> None:
         """Publish one outbox entry, persistent, and wait for the broker's confirm."""
-        await self.broker.publish(
-            entry.body.encode(),
-            exchange=self.topology.events,
-            routing_key=entry.routing_key,
-            message_id=entry.event_id,
-            correlation_id=entry.correlation_id,
-            content_type=JSON,
-            message_type=entry.routing_key,
-            timestamp=entry.occurred_at,
-            headers={"schema-version": REGISTRY[entry.routing_key].SCHEMA_VERSION},
-            user_id=self.identity.user_id,
-            persist=True,
+        await self.link.publish(
+            self.topology.events.name,
+            aio_pika.Message(
+                entry.body.encode(),
+                message_id=entry.event_id,
+                correlation_id=entry.correlation_id,
+                content_type=JSON,
+                type=entry.routing_key,
+                timestamp=entry.occurred_at,
+                headers={"schema-version": REGISTRY[entry.routing_key].SCHEMA_VERSION},
+                user_id=self.identity.user_id,
+                delivery_mode=PERSISTENT,
+            ),
+            entry.routing_key,
         )
         metrics.EVENTS_PUBLISHED.labels(self.service, entry.routing_key).inc()
 
@@ -141,28 +213,66 @@ class Bus:
             )
         )
 
+    # --- request/reply ---------------------------------------------------------------
+
     async def call(
         self, command: Command, result: type[R], *, message_id: str, correlation_id: str | None
     ) -> R:
-        """Request/reply to the owning service; its refusal is raised here as ``Refused``."""
+        """Request/reply to the owning service; its refusal is raised here as ``Refused``.
+
+        Any number of calls may be in flight: each has its own call id, which the reply
+        echoes. No reply within ``rpc_timeout`` (the confirmed publication included) ->
+        ``UpstreamUnavailable``; a reply arriving later is dropped."""
+        call_id = uuid4().hex
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = answer
         try:
-            response = await self.broker.request(
-                command.model_dump_json().encode(),
-                exchange=self.topology.commands,
-                routing_key=command.ROUTING_KEY,
-                message_id=message_id,
-                correlation_id=correlation_id,
-                content_type=JSON,
-                user_id=self.identity.user_id,
-                timeout=self.rpc_timeout,
-            )
+            async with asyncio.timeout(self.rpc_timeout):
+                await self.link.publish(
+                    self.topology.commands.name,
+                    aio_pika.Message(
+                        command.model_dump_json().encode(),
+                        message_id=message_id,
+                        correlation_id=correlation_id,
+                        content_type=JSON,
+                        reply_to=DIRECT_REPLY_TO,
+                        headers={CALL_ID_HEADER: call_id},
+                        user_id=self.identity.user_id,
+                        delivery_mode=PERSISTENT,
+                    ),
+                    command.ROUTING_KEY,
+                )
+                response = await answer
         except TimeoutError as exc:
             raise UpstreamUnavailable(f"{command.ROUTING_KEY}: no answer in time") from exc
-        reply = Reply[result].model_validate_json(response.body)  # type: ignore[valid-type]
+        except BrokerUnavailable as exc:
+            raise UpstreamUnavailable(f"{command.ROUTING_KEY}: {exc}") from exc
+        finally:
+            self._calls.pop(call_id, None)
+        reply = Reply[result].model_validate_json(response)  # type: ignore[valid-type]
         if reply.error is not None:
             raise Refused(reply.error.code, reply.error.message)
         assert reply.result is not None
         return reply.result
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._calls)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        call_id = (message.headers or {}).get(CALL_ID_HEADER)
+        answer = self._calls.pop(call_id, None) if isinstance(call_id, str) else None
+        if answer is None or answer.done():
+            log.info("late_reply_dropped", correlation_id=message.correlation_id)
+            return
+        answer.set_result(message.body)
+
+    def _fail_calls(self, reason: str) -> None:
+        """The link was lost: replies to the calls in flight will never come."""
+        calls, self._calls = self._calls, {}
+        for answer in calls.values():
+            if not answer.done():
+                answer.set_exception(UpstreamUnavailable(f"connection lost: {reason}"))
 
     # --- consuming -------------------------------------------------------------------
 
@@ -192,16 +302,66 @@ class Bus:
         )
         try:
             outcome = await self._handle(route, message)
-        except Exception:
-            outcome = "failed"
-            log.exception("message_failed", delivery_count=_delivery_count(message))
-            # Back off a little before the redelivery; the queue's delivery limit ends it.
-            await asyncio.sleep(min(0.2 * (_delivery_count(message) + 1), 2.0))
-            await message.nack(requeue=True)
+        except Exception as exc:
+            outcome = await self._retry_later(route, message, exc)
         finally:
             structlog.contextvars.unbind_contextvars("message_id", "correlation_id", "routing_key")
         metrics.MESSAGES.labels(self.service, key, outcome).inc()
         metrics.HANDLING_SECONDS.labels(self.service, key).observe(time.perf_counter() - started)
+
+    def origin(self, raw: AbstractIncomingMessage, routing_key: str) -> Origin:
+        return origin_of(raw, own_user_id=self.identity.user_id, routing_key=routing_key)
+
+    async def _retry_later(self, route: Route, message: RabbitMessage, exc: Exception) -> str:
+        """A transient failure: publish a copy into the delay queue of the next retry and ack
+        this delivery once the copy is confirmed; or dead-letter it when the retries have
+        waited ``retry.total_seconds``. Returns the outcome for the metrics."""
+        raw = message.raw_message
+        origin = self.origin(raw, route.message.ROUTING_KEY)
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if origin.waited_ms >= self.retry.total_seconds * 1000:
+            log.error("message_failed", attempt=origin.retries + 1, error=error, final=True)
+            await self.dead_letter(
+                message,
+                f"retries_exhausted: {origin.retries + 1} attempts over "
+                f"{origin.waited_ms / 1000:.1f} s; last error: {error}",
+            )
+            return "exhausted"
+        attempt = origin.retries + 1
+        delay = self.topology.retry_delay(attempt)
+        log.warning(
+            "message_failed",
+            attempt=attempt,
+            retry_in_seconds=delay,
+            error=error,
+            exc_info=exc if attempt == 1 else None,  # the traceback once, not every retry
+        )
+        headers = _copied_headers(raw.headers)
+        headers.update(
+            {
+                RETRY_DELAY_HEADER: delay_label(delay),
+                RETRY_COUNT_HEADER: attempt,
+                RETRY_WAITED_HEADER: origin.waited_ms + round(delay * 1000),
+                RETRY_ERROR_HEADER: error,
+                ORIGINAL_PUBLISHER: origin.publisher or "",
+                ORIGINAL_EXCHANGE: origin.exchange,
+                ORIGINAL_ROUTING_KEY: origin.routing_key,
+            }
+        )
+        try:
+            await self.link.publish(
+                self.topology.retry.name,
+                _copy(raw, headers=headers, user_id=self.identity.user_id),
+                # back to the queue it failed in, by name (topology: delay queues)
+                self.topology.queue(self.service, route.message.ROUTING_KEY).name,
+            )
+        except BrokerUnavailable as publish_error:
+            # No copy: let RabbitMQ redeliver it (this one does count towards the limit).
+            log.error("message_retry_not_scheduled", error=str(publish_error))
+            await message.nack(requeue=True)
+            return "failed"
+        await message.ack()
+        return "retried"
 
     async def _handle(self, route: Route, message: RabbitMessage) -> str:
         raw = message.raw_message
@@ -212,10 +372,11 @@ class Bus:
             await self._refuse(message, route, ErrorCode.INVALID_MESSAGE, reason, message_id="")
             await self.dead_letter(message, reason)
             return "invalid"
-        role = role_of(raw.user_id, self.user_prefix)
+        publisher = self.origin(raw, key).publisher
+        role = role_of(publisher, self.user_prefix)
         if not may_publish(role, route.message):
             allowed = ", ".join(sorted(allowed_publishers(route.message))) or "nobody"
-            reason = f"{raw.user_id or 'a publisher with no user_id'} may not publish {key}"
+            reason = f"{publisher or 'a publisher with no user_id'} may not publish {key}"
             await self._refuse(message, route, ErrorCode.FORBIDDEN, reason, message_id=message_id)
             await self.dead_letter(
                 message, f"unauthorized_publisher: {reason} (allowed: {allowed})"
@@ -262,7 +423,7 @@ class Bus:
             message_id=message_id,
             correlation_id=raw.correlation_id,
             routing_key=key,
-            publisher=raw.user_id,
+            publisher=publisher,
         )
         outcome = "ok"
         try:
@@ -317,50 +478,106 @@ class Bus:
         )
 
     async def _reply(self, message: RabbitMessage, body: bytes) -> None:
+        """Answer on the default exchange to the requester's ``reply_to``, echoing its call
+        id (``Bus.call`` matches replies by it)."""
         raw = message.raw_message
-        await self.broker.publish(
-            body,
-            routing_key=raw.reply_to or "",
-            correlation_id=raw.correlation_id,
-            content_type=JSON,
-            user_id=self.identity.user_id,
-            mandatory=False,
+        call_id = (raw.headers or {}).get(CALL_ID_HEADER)
+        await self.link.publish(
+            "",
+            aio_pika.Message(
+                body,
+                message_id=str(uuid4()),
+                correlation_id=raw.correlation_id,
+                content_type=JSON,
+                headers={CALL_ID_HEADER: call_id} if isinstance(call_id, str) else None,
+                user_id=self.identity.user_id,
+            ),
+            raw.reply_to or "",
         )
 
     async def dead_letter(self, message: RabbitMessage, reason: str) -> None:
         """Move a message to ``reseller.dlx`` with the reason in its headers, then ack it."""
         raw = message.raw_message
-        key = raw.routing_key or ""
-        headers = dict(raw.headers or {})
+        origin = origin_of(
+            raw, own_user_id=self.identity.user_id, routing_key=raw.routing_key or ""
+        )
+        headers = _copied_headers(raw.headers)
         headers.update(
             {
                 "x-death-reason": reason[:4000],
-                "x-original-publisher": raw.user_id or "",
-                "x-original-exchange": raw.exchange or "",
-                "x-original-routing-key": key,
+                ORIGINAL_PUBLISHER: origin.publisher or "",
+                ORIGINAL_EXCHANGE: origin.exchange,
+                ORIGINAL_ROUTING_KEY: origin.routing_key,
                 "x-rejected-by": self.service,
                 "x-rejected-at": self.clock.now().isoformat(),
             }
         )
-        await self.broker.publish(
-            raw.body,
-            exchange=self.topology.dead_letters,
-            routing_key=key,
-            message_id=raw.message_id,
-            correlation_id=raw.correlation_id,
-            content_type=raw.content_type,
-            headers=headers,
-            user_id=self.identity.user_id,
-            persist=True,
+        await self.link.publish(
+            self.topology.dead_letters.name,
+            _copy(raw, headers=headers, user_id=self.identity.user_id),
+            origin.routing_key,
         )
         await message.ack()
-        metrics.DEAD_LETTERED.labels(self.service, key).inc()
+        metrics.DEAD_LETTERED.labels(self.service, origin.routing_key).inc()
         log.warning("message_dead_lettered", reason=reason)
 
 
-def _delivery_count(message: RabbitMessage) -> int:
-    value = (message.raw_message.headers or {}).get("x-delivery-count", 0)
-    return int(value) if isinstance(value, int | str) else 0
+def origin_of(raw: AbstractIncomingMessage, *, own_user_id: str, routing_key: str) -> Origin:
+    """Who published this delivery. A retry copy is published by the consuming service
+    itself (RabbitMQ validates ``user_id``), so only then are its headers about the original
+    publication believed; anyone else's are ignored."""
+    headers = raw.headers or {}
+    if raw.user_id == own_user_id and RETRY_COUNT_HEADER in headers:
+        publisher = headers.get(ORIGINAL_PUBLISHER)
+        return Origin(
+            publisher=str(publisher) if publisher else None,
+            exchange=str(headers.get(ORIGINAL_EXCHANGE, "")),
+            routing_key=str(headers.get(ORIGINAL_ROUTING_KEY, routing_key)),
+            retries=_int(headers.get(RETRY_COUNT_HEADER)),
+            waited_ms=_int(headers.get(RETRY_WAITED_HEADER)),
+        )
+    return Origin(
+        publisher=raw.user_id, exchange=raw.exchange or "", routing_key=raw.routing_key or ""
+    )
+
+
+def _copied_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A delivery's headers without those the broker set (``x-death``...)."""
+    return {
+        name: value
+        for name, value in (headers or {}).items()
+        if name not in _BROKER_HEADERS and not name.startswith(_BROKER_HEADER_PREFIXES)
+    }
+
+
+def _copy(
+    raw: AbstractIncomingMessage, *, headers: dict[str, Any], user_id: str
+) -> aio_pika.Message:
+    """A new publication of a delivery: same body and properties, persistent, published by
+    ``user_id`` (RabbitMQ accepts only the connection's own user)."""
+    timestamp: datetime | None = raw.timestamp
+    return aio_pika.Message(
+        raw.body,
+        headers=headers,
+        content_type=raw.content_type,
+        content_encoding=raw.content_encoding,
+        delivery_mode=PERSISTENT,
+        priority=raw.priority,
+        correlation_id=raw.correlation_id,
+        reply_to=raw.reply_to,
+        message_id=raw.message_id,
+        timestamp=timestamp,
+        type=raw.type,
+        user_id=user_id,
+        app_id=raw.app_id,
+    )
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int | str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return 0
 
 
 def _validation_reason(exc: ValidationError) -> str:

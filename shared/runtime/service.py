@@ -25,7 +25,7 @@ from shared.runtime.http import add_edge, admin_app
 from shared.runtime.identity import BrokerIdentity
 from shared.runtime.inbox import Inbox
 from shared.runtime.logging import configure_logging, get_logger
-from shared.runtime.messaging import Bus, Route
+from shared.runtime.messaging import Bus, RetryPolicy, Route
 from shared.runtime.settings import Settings
 from shared.runtime.store import (
     Aggregate,
@@ -34,6 +34,7 @@ from shared.runtime.store import (
     Unknown,
     connect,
     database,
+    relay_id,
 )
 from shared.runtime.topology import Topology
 
@@ -94,7 +95,11 @@ class Runtime:
             default_channel=Channel(prefetch_count=settings.prefetch),
             graceful_timeout=10.0,
         )
-        self.topology = Topology(settings.amqp_namespace, settings.delivery_limit)
+        self.topology = Topology(
+            settings.amqp_namespace,
+            settings.delivery_limit,
+            retry_delays=tuple(settings.retry_delays_seconds),
+        )
         self.mongo = connect(settings.mongodb_url)
         self.db = database(self.mongo, settings.mongodb_db_prefix, service)
         self.inbox = Inbox(self.db["inbox"])
@@ -107,8 +112,17 @@ class Runtime:
             inbox=self.inbox,
             clock=self.clock,
             rpc_timeout=settings.rpc_timeout_seconds,
+            retry=RetryPolicy(total_seconds=settings.retry_total_seconds),
+            publish_timeout=settings.publish_timeout_seconds,
+            nacks_before_reopen=settings.publish_nacks_before_reopen,
         )
-        self.relay = OutboxRelay(self.bus.publish_entry, poll_seconds=settings.outbox_poll_seconds)
+        self.relay = OutboxRelay(
+            self.bus.publish_entry,
+            clock=self.clock,
+            poll_seconds=settings.outbox_poll_seconds,
+            claim_seconds=settings.outbox_claim_seconds,
+            name=f"{self.role}:{relay_id()}",
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self.periodic: dict[str, Callable[[datetime], Awaitable[object]]] = {}
         self.routing_keys: list[str] = []
@@ -121,6 +135,7 @@ class Runtime:
     async def start(self, wiring: Wiring) -> None:
         await self.broker.connect()
         await self.topology.declare(self.broker)
+        await self.bus.open()  # publishing and replies: before any handler runs
         await self.inbox.create_indexes()
         if wiring.setup is not None:
             await wiring.setup()
@@ -157,6 +172,7 @@ class Runtime:
             with suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.bus.close()  # nothing publishes any more
         await self.mongo.close()
         log.info("service_stopped")
 

@@ -70,10 +70,27 @@ class Settings(BaseSettings):
 
     quote_validity_days: int = 30
     proof_max_bytes: int = 10 * 1024 * 1024
+    # Crash-loop guard only (a message whose handling kills the process, or a broker that
+    # drops the connection mid-handling): handler failures are retried through the delay
+    # queues below and never use it up.
     delivery_limit: int = 5
     prefetch: int = 64
     rpc_timeout_seconds: float = 10.0
+    # Transient handler failures are retried after these delays (the last one repeats),
+    # through RabbitMQ delay queues, until RETRY_TOTAL_SECONDS of delays have passed; then
+    # the message is dead-lettered with reason ``retries_exhausted``.
+    retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0, 120.0], min_length=1
+    )
+    retry_total_seconds: float = Field(default=900.0, ge=0)
+    # Publishing: how long one publication (or a wait for the connection) may take, and
+    # after how many nacks in a row the connection is reopened (a node lost in a cluster).
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    publish_nacks_before_reopen: int = Field(default=3, ge=1)
     outbox_poll_seconds: float = 1.0
+    # A relay claims a document for this long while it publishes its events; a relay that
+    # crashed meanwhile is replaced once its claim expires.
+    outbox_claim_seconds: float = Field(default=30.0, gt=0)
     inbox_retention_days: float = 7.0  # replies kept for resent requests
     job_interval_seconds: float = 60.0  # periodic jobs: credit expiry, unpaid-line expiry
     unpaid_order_ttl_hours: float = 14 * 24  # O8: an unpaid line awaiting proof expires

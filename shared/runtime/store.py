@@ -2,7 +2,8 @@
 
 - One aggregate = one document, saved whole with an optimistic version check.
 - The events a change produces travel **in the same document save** (``outbox``);
-  the ``OutboxRelay`` publishes them with publisher confirms, then clears them.
+  the ``OutboxRelay`` claims the document (a lease, so that of N replicas one publishes
+  it), publishes them with publisher confirms, then removes them.
 - ``applied_messages`` inside the aggregate makes a state change and the record
   that it was applied one atomic write: a redelivered command changes nothing twice.
 - The inbox (``shared.runtime.inbox``) binds each message id to its request and keeps
@@ -16,19 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared.basics.clock import Clock, SystemClock
 from shared.basics.errors import Conflict, Refused
 from shared.contracts import REGISTRY, Event
 from shared.runtime import metrics
@@ -81,6 +86,13 @@ class Aggregate(BaseModel):
     version: int = 0
     outbox: list[OutboxEntry] = Field(default_factory=list)
     applied_messages: list[str] = Field(default_factory=list)
+    # The outbox relay's bookkeeping (``OutboxRelay``), never set by the domain: until when
+    # (epoch milliseconds; 0: nobody) which relay holds the document, and how many passes
+    # in a row failed. Carried through every load and save, so that a save never takes a
+    # claim away.
+    outbox_claimed_until_ms: int = 0
+    outbox_claimed_by: str = ""
+    outbox_failures: int = 0
 
     @classmethod
     def new(cls, aggregate_id: str) -> Self:
@@ -128,6 +140,11 @@ class Aggregate(BaseModel):
         return doc
 
 
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch: how the relay's leases are stored and compared."""
+    return int(moment.timestamp() * 1000)
+
+
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
 Unknown = Callable[[str], Refused]
@@ -161,6 +178,7 @@ class DocumentStore(Generic[A]):
         self.model = model
         self.unknown = unknown
         self._on_saved = on_saved
+        self._writing: dict[str, tuple[asyncio.Lock, int]] = {}  # aggregate id -> (lock, users)
 
     async def get(self, aggregate_id: str) -> A | None:
         doc = await self.collection.find_one({"_id": aggregate_id})
@@ -207,7 +225,36 @@ class DocumentStore(Generic[A]):
         The one load-change-save of every handler. A missing aggregate is built by
         ``create`` (which may also raise a refusal of its own) or refused with this store's
         ``unknown``. A message already applied to this aggregate is not applied again.
+
+        Changes of one aggregate in one process take turns (many messages for one credit
+        account arrive together, now that calls run concurrently): the version check only
+        has to settle races with other processes and the outbox relay.
         """
+        async with self._turn(aggregate_id):
+            return await self._mutate(aggregate_id, decide, message_id=message_id, create=create)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, aggregate_id: str) -> AsyncIterator[None]:
+        lock, users = self._writing.get(aggregate_id, (asyncio.Lock(), 0))
+        self._writing[aggregate_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._writing[aggregate_id]
+            if users == 1:
+                del self._writing[aggregate_id]
+            else:
+                self._writing[aggregate_id] = (lock, users - 1)
+
+    async def _mutate(
+        self,
+        aggregate_id: str,
+        decide: Callable[[A], T],
+        *,
+        message_id: str | None,
+        create: Callable[[str], A] | None,
+    ) -> Saved[A, T]:
         for attempt in range(SAVE_ATTEMPTS):
             aggregate = await self.get(aggregate_id)
             is_new = aggregate is None
@@ -235,22 +282,85 @@ class DocumentStore(Generic[A]):
 
 Publish = Callable[[OutboxEntry], Awaitable[None]]
 
+#: A bound on one pass (a worker never spins, whatever the store answers).
+DOCUMENTS_PER_WORKER_PASS = 1000
+#: A document whose publication failed waits this long before another try, doubling per
+#: failure up to the last figure (per document: the others go on meanwhile).
+RELAY_BACKOFF_SECONDS = (0.5, 10.0)
+
+
+def relay_id() -> str:
+    """A name for one relay of one process: who holds a claim."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+
+
+class RelayLog(Protocol):
+    """Where a relay reports (its module's logger; tests pass a recorder)."""
+
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+
+@dataclass
+class RelayPass:
+    """What one ``OutboxRelay.drain`` did."""
+
+    published: int = 0
+    failed_documents: int = 0
+    error: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failed_documents += 1
+        self.error = f"{type(exc).__name__}: {exc}"[:500]
+
 
 class OutboxRelay:
-    """Publishes the events stored in aggregates' outboxes, then clears them.
+    """Publishes the events stored in aggregates' outboxes, then removes them.
 
     Publishes the collections it was told to ``watch`` (a service names them in
-    ``Wiring.outboxes``), nothing else. Woken right after each save (low latency) and
-    by a periodic poll (recovery after a crash between the save and the publish). A
-    publish that fails leaves the entry in place for the next pass: at-least-once, and
-    consumers dedupe by ``message_id`` (= ``event_id``).
+    ``Wiring.outboxes``), nothing else. Woken right after each save (low latency) and by
+    a periodic poll (recovery after a crash between the save and the publish).
+
+    With N replicas, each event is published once: a relay first **claims** a document
+    (``find_one_and_update`` on the top-level ``outbox_pending`` flag and a lease,
+    ``outbox_claimed_until``/``outbox_claimed_by``, bumping its version so that a save
+    racing the claim reloads it instead of wiping the claim), publishes its entries in
+    order, each confirmed, and removes the confirmed ones with the same versioned save the
+    aggregates use. A relay that crashes holding a claim is replaced when the lease
+    expires, and then its last entries may be published twice: at-least-once stays the
+    guarantee, and consumers dedupe by ``message_id`` (= ``event_id``).
+
+    A failure is isolated: the entries confirmed before it are removed all the same, the
+    document waits a back-off of its own (its lease, extended), and the relay goes on with
+    the others. An outage is one error line with a count, at most every
+    ``error_log_seconds``, not a traceback per pass.
     """
 
-    def __init__(self, publish: Publish, *, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        publish: Publish,
+        *,
+        clock: Clock | None = None,
+        poll_seconds: float = 1.0,
+        claim_seconds: float = 30.0,
+        concurrency: int = 8,
+        error_log_seconds: float = 30.0,
+        name: str | None = None,
+        logger: RelayLog | None = None,
+    ) -> None:
         self.collections: list[AsyncCollection[Document]] = []
         self.publish = publish
+        self.clock: Clock = clock or SystemClock()
         self.poll_seconds = poll_seconds
+        self.lease_ms = round(claim_seconds * 1000)
+        self.concurrency = max(1, concurrency)
+        self.error_log_seconds = error_log_seconds
+        self.relay_id = name or relay_id()
+        self.log: RelayLog = logger or log
         self._wake = asyncio.Event()
+        self._last_error_log: float | None = None
+        self._failing = False
 
     async def watch(self, collections: Sequence[AsyncCollection[Document]]) -> None:
         """Publish these collections' outboxes from now on. Each pass and each save's wake-up
@@ -267,40 +377,175 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 await self.drain()
-            except Exception:
-                log.exception("outbox_drain_failed")
+            except Exception as exc:  # drain reports its own failures; this is a bug
+                self._report(RelayPass(error=f"{type(exc).__name__}: {exc}", failed_documents=1))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
 
     async def drain(self) -> int:
-        """Publish every pending event once; returns how many were published."""
-        published = 0
+        """Claim and publish every pending document no other relay holds; returns how many
+        events were published. Failures are counted and reported, never raised."""
+        done = RelayPass()
         for collection in self.collections:
-            async for doc in collection.find({"outbox_pending": True}):
-                published += await self._relay(collection, doc)
-        return published
+            await self._drain(collection, done)
+        await self._report_pass(done)
+        return done.published
 
-    async def _relay(self, collection: AsyncCollection[Document], doc: Document) -> int:
+    def _now_ms(self) -> int:
+        return epoch_ms(self.clock.now())
+
+    async def claim(self, collection: AsyncCollection[Document]) -> Document | None:
+        """Take one pending document nobody holds (or whose holder's lease expired).
+
+        The lease is in epoch milliseconds, and a free document holds 0, not null: the
+        embedded server stores a datetime given to ``$set`` as a string, and does not
+        match an explicit null reliably; and ``$and`` is spelled out, since its
+        ``find_one_and_update`` reads ``{a, $or: [b, c]}`` as ``(a and b) or c``
+        (tests/integration/test_store_conformance.py)."""
+        now = self._now_ms()
+        return await collection.find_one_and_update(
+            {
+                "$and": [  # explicit: the embedded server mis-nests an implicit AND with $or
+                    {"outbox_pending": True},
+                    {
+                        "$or": [
+                            {"outbox_claimed_until_ms": {"$exists": False}},  # before leases
+                            {"outbox_claimed_until_ms": {"$lte": now}},  # free, or expired
+                        ]
+                    },
+                ]
+            },
+            {
+                "$set": {
+                    "outbox_claimed_until_ms": now + self.lease_ms,
+                    "outbox_claimed_by": self.relay_id,
+                },
+                "$inc": {"version": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def _drain(self, collection: AsyncCollection[Document], done: RelayPass) -> None:
+        """Workers claim and publish documents until none is left; each claim that found one
+        starts another worker (up to ``concurrency``), so a backlog is published in
+        parallel while a single event costs one claim that finds nothing more."""
+        workers: set[asyncio.Task[None]] = set()
+
+        def another() -> None:
+            if len(workers) < self.concurrency:
+                task = asyncio.create_task(worker())
+                workers.add(task)
+
+        async def worker() -> None:
+            try:
+                for _ in range(DOCUMENTS_PER_WORKER_PASS):  # the next pass goes on
+                    doc = await self.claim(collection)
+                    if doc is None:
+                        return
+                    another()
+                    if not doc.get("outbox"):  # nothing to publish: only release it
+                        await self._settle(collection, doc, set(), failed=False)
+                        continue
+                    await self._relay(collection, doc, done)
+            except Exception as exc:  # the store: the claim expires, another pass retries
+                done.failed(exc)
+
+        another()
+        try:
+            while workers:
+                finished, _ = await asyncio.wait(workers)
+                workers.difference_update(finished)
+        except asyncio.CancelledError:  # the service stops: so do its workers
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+
+    async def _relay(
+        self, collection: AsyncCollection[Document], doc: Document, done: RelayPass
+    ) -> None:
+        """Publish a claimed document's entries in order, each confirmed; stop at the first
+        failure; then remove what was confirmed and release (or back off) the claim."""
         sent: set[str] = set()
+        failure: Exception | None = None
         for raw in doc.get("outbox") or []:
-            entry = OutboxEntry.model_validate(raw)
-            await self.publish(entry)
+            try:
+                entry = OutboxEntry.model_validate(raw)
+                await self.publish(entry)
+            except Exception as exc:
+                failure = exc
+                break
             sent.add(entry.event_id)
-        if sent:
-            await self._clear(collection, doc["_id"], sent)
-        return len(sent)
+        done.published += len(sent)
+        if failure is not None:
+            done.failed(failure)
+        await self._settle(collection, doc, sent, failed=failure is not None)
 
-    @staticmethod
-    async def _clear(collection: AsyncCollection[Document], doc_id: Any, sent: set[str]) -> None:
-        """Remove the published entries with the same versioned save the aggregates use."""
+    def _backoff_ms(self, failures: int) -> int:
+        first, most = RELAY_BACKOFF_SECONDS
+        seconds: float = min(first * 2.0 ** max(failures - 1, 0), most)
+        return round(seconds * 1000)
+
+    async def _settle(
+        self, collection: AsyncCollection[Document], doc: Document, sent: set[str], *, failed: bool
+    ) -> None:
+        """Remove the published entries with the same versioned save the aggregates use, and
+        release the claim, or keep it as this document's back-off after a failure. A claim
+        another relay took meanwhile (ours expired) is left to it."""
+        current: Document | None = doc
         for _ in range(SAVE_ATTEMPTS):
-            current = await collection.find_one({"_id": doc_id})
             if current is None:
                 return
             version = current.get("version", 0)
             remaining = [e for e in current.get("outbox") or [] if e["event_id"] not in sent]
-            current.update(outbox=remaining, outbox_pending=bool(remaining), version=version + 1)
-            result = await collection.replace_one({"_id": doc_id, "version": version}, current)
+            update: Document = {"outbox": remaining, "outbox_pending": bool(remaining)}
+            if current.get("outbox_claimed_by") == self.relay_id:
+                if failed:
+                    failures = int(current.get("outbox_failures") or 0) + 1
+                    update.update(
+                        outbox_failures=failures,
+                        outbox_claimed_until_ms=self._now_ms() + self._backoff_ms(failures),
+                    )
+                else:
+                    update.update(
+                        outbox_failures=0, outbox_claimed_until_ms=0, outbox_claimed_by=""
+                    )
+            result = await collection.replace_one(
+                {"_id": current["_id"], "version": version},
+                {**current, **update, "version": version + 1},
+            )
             if result.matched_count == 1:
                 return
-        raise Conflict(f"could not clear the outbox of {doc_id}")
+            current = await collection.find_one({"_id": doc["_id"]})  # a save came between
+        raise Conflict(f"could not settle the outbox of {doc['_id']}")
+
+    async def _report_pass(self, done: RelayPass) -> None:
+        if done.error is None:
+            if self._failing and done.published:
+                self._failing = False
+                self.log.info("outbox_publish_recovered", published=done.published)
+            return
+        self._report(done, pending=await self._pending())
+
+    def _report(self, done: RelayPass, *, pending: int | None = None) -> None:
+        """One error line per ``error_log_seconds`` while publishing fails, with counts."""
+        self._failing = True
+        now = time.monotonic()
+        if self._last_error_log is not None and now - self._last_error_log < self.error_log_seconds:
+            return
+        self._last_error_log = now
+        self.log.error(
+            "outbox_publish_failed",
+            pending=pending,
+            failed_documents=done.failed_documents,
+            published=done.published,
+            error=done.error,
+        )
+
+    async def _pending(self) -> int | None:
+        """How many documents still have events to publish (None: the store did not say)."""
+        try:
+            counts = [await c.count_documents({"outbox_pending": True}) for c in self.collections]
+        except Exception:
+            return None
+        return sum(counts)

@@ -3,24 +3,60 @@ loses nothing, resends act once, refusals are answered, transient failures retri
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import BaseModel
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.orders.domain import OrderLine, unknown_order
+from shared.basics.money import Money
+from shared.contracts.credits import BalanceResult, GetBalance
+from shared.contracts.orders import OrderCancelled
 from shared.contracts.quotes import RequestQuote
-from shared.runtime.messaging import Delivery, Route
+from shared.runtime.messaging import Delivery, Route, UpstreamUnavailable
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
-from shared.runtime.store import OutboxEntry, OutboxRelay
+from shared.runtime.store import (
+    Aggregate,
+    Document,
+    DocumentStore,
+    OutboxEntry,
+    OutboxRelay,
+    connect,
+)
 from shared.runtime.topology import DEAD_LETTERS_QUEUE
 from testkit.broker import purge_queues
 from testkit.contract_client import ContractClient, read_users
 from tests.support.builders import placed_line
+from tests.support.clock import FixedClock
 from tests.support.flows import quote
 from tests.support.system import System, running_system
 
 pytestmark = pytest.mark.integration
+
+
+class Tally(Aggregate):
+    count: int = 0
+
+    @staticmethod
+    def bump(tally: Tally) -> int:
+        tally.count += 1
+        return tally.count
+
+
+class QuoteCount(BaseModel):
+    count: int
+    publisher: str | None
 
 
 async def test_malformed_message_is_dead_lettered_with_reason_and_the_next_is_processed(
@@ -87,39 +123,244 @@ async def test_refused_command_without_reply_to_publishes_command_rejected(syste
     assert event["error"]["code"] == "unknown_order"
 
 
-async def test_transient_failure_is_redelivered_then_dead_lettered_at_the_delivery_limit(
-    settings: Settings,
-) -> None:
-    attempts: list[str] = []
+def retrying(settings: Settings, *, total: float) -> Settings:
+    """Tiny retry delays (0.2 s, then 0.4 s repeated) until ``total`` seconds of delays."""
+    return settings.model_copy(
+        update={"retry_delays_seconds": [0.2, 0.4], "retry_total_seconds": total}
+    )
 
-    async def always_fails(_: RequestQuote, delivery: Delivery) -> None:
-        attempts.append(delivery.message_id)
-        raise ConnectionError("downstream is down")
 
-    # A stand-in for the quotes service (its broker identity, its queue) that always fails.
-    runtime = Runtime("quotes", settings)
+QUOTE_REQUEST = {
+    "reseller_id": "r",
+    "space": "reseller",
+    "edition": "starter",
+    "billing": "monthly",
+}
+
+
+@asynccontextmanager
+async def stand_in(
+    settings: Settings, service: str, *routes: Route
+) -> AsyncIterator[tuple[Runtime, ContractClient]]:
+    """A stand-in for ``service`` (its broker identity, its queues) with these handlers, and
+    a contract client; its queues, the delay queues and the dead letters are purged after."""
+    runtime = Runtime(service, settings)
     try:
-        await runtime.start(Wiring(routes=[Route(RequestQuote, always_fails)]))
+        await runtime.start(Wiring(routes=list(routes)))
         users = read_users(settings.users_file())
         async with ContractClient(settings.amqp_url, settings.amqp_namespace, users) as client:
-            message_id = await client.send(
-                "quote.request",
-                {
-                    "reseller_id": "r",
-                    "space": "reseller",
-                    "edition": "starter",
-                    "billing": "monthly",
-                },
-            )
-            [dead] = await client.dead_letters(timeout=30)
-        assert dead.message_id == message_id
-        assert len(attempts) == settings.delivery_limit + 1  # first delivery + redeliveries
-        assert set(attempts) == {message_id}
+            yield runtime, client
     finally:
         await runtime.stop()
-        stand_in = runtime.topology.queue("quotes", RequestQuote.ROUTING_KEY).name
-        await purge_queues(settings.amqp_url, [stand_in])
-        await purge_queues(settings.amqp_url, [settings.amqp_namespace + DEAD_LETTERS_QUEUE])
+        queues = [runtime.topology.queue(service, r.message.ROUTING_KEY).name for r in routes]
+        await purge_queues(
+            settings.amqp_url,
+            [
+                *queues,
+                *(queue.name for queue in runtime.topology.delay_queues()),
+                settings.amqp_namespace + DEAD_LETTERS_QUEUE,
+            ],
+        )
+
+
+async def no_dead_letter(client: ContractClient) -> bool:
+    queue = await client.channel.get_queue(client.ns + DEAD_LETTERS_QUEUE, ensure=False)
+    return await queue.get(no_ack=True, fail=False) is None
+
+
+async def test_a_failing_handler_is_retried_with_growing_delays_then_dead_lettered_as_exhausted(
+    settings: Settings,
+) -> None:
+    """Retries wait in delay queues (0.2 s, 0.4 s, 0.4 s...) until 1.5 s of delays have
+    passed: six attempts, more than the queue's delivery limit allows (3 redeliveries), so
+    retries never use it up; then one dead letter with reason ``retries_exhausted``."""
+    attempts: list[tuple[str, float]] = []
+
+    async def always_fails(_: RequestQuote, delivery: Delivery) -> None:
+        attempts.append((delivery.message_id, time.monotonic()))
+        raise ConnectionError("downstream is down")
+
+    settings = retrying(settings, total=1.5)
+    async with stand_in(settings, "quotes", Route(RequestQuote, always_fails)) as (_, client):
+        message_id = await client.send("quote.request", QUOTE_REQUEST)
+        [dead] = await client.dead_letters(timeout=30)
+    assert dead.message_id == message_id
+    assert {m for m, _ in attempts} == {message_id}
+    assert len(attempts) == 6 > settings.delivery_limit + 1
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(attempts)]
+    for gap, delay in zip(gaps, [0.2, 0.4, 0.4, 0.4, 0.4], strict=True):
+        assert gap >= delay * 0.9, gaps  # each retry waited its delay in the broker
+    headers = dead.headers or {}
+    assert str(headers["x-death-reason"]).startswith("retries_exhausted: 6 attempts over 1.8 s")
+    assert "ConnectionError: downstream is down" in str(headers["x-death-reason"])
+    assert headers["x-original-routing-key"] == "quote.request"
+    assert headers["x-original-exchange"] == settings.amqp_namespace + "reseller.commands"
+    # judged as, and dead-lettered in the name of, whoever published the original
+    assert headers["x-original-publisher"] == f"{settings.amqp_user_prefix}storefront"
+    assert dead.routing_key == "quote.request"
+
+
+async def test_a_handler_failing_for_a_while_then_succeeding_is_applied_once(
+    settings: Settings,
+) -> None:
+    """An outage shorter than the retries: the change applied by a failed attempt is not
+    applied again, the requester still gets its answer, nothing is dead-lettered."""
+    attempts: list[str] = []
+    runtime_of: list[Runtime] = []
+
+    async def flaky(request: RequestQuote, delivery: Delivery) -> QuoteCount:
+        store = runtime_of[0].store("counts", Tally, unknown=unknown_order)
+        saved = await store.mutate(
+            request.reseller_id, Tally.bump, message_id=delivery.message_id, create=Tally.new
+        )
+        attempts.append(delivery.message_id)
+        if len(attempts) < 4:  # the save happened, then the process "lost" the store
+            raise ConnectionError("store away")
+        return QuoteCount(count=saved.aggregate.count, publisher=delivery.publisher)
+
+    route = Route(RequestQuote, flaky)
+    async with stand_in(retrying(settings, total=60), "quotes", route) as (runtime, client):
+        runtime_of.append(runtime)
+        reply = await client.request("quote.request", QUOTE_REQUEST, timeout=20)
+        assert await no_dead_letter(client)
+        tally = await runtime.store("counts", Tally, unknown=unknown_order).load("r")
+    assert len(attempts) == 4 and len(set(attempts)) == 1  # one message, four attempts
+    assert tally.count == 1  # applied once
+    assert reply["ok"] is True
+    assert reply["result"] == {"count": 1, "publisher": f"{settings.amqp_user_prefix}storefront"}
+
+
+async def test_a_retry_copy_does_not_lend_its_publishers_identity_to_anyone_else(
+    settings: Settings,
+) -> None:
+    """Retry copies are published by the service itself, and only then are their headers
+    about the original publisher believed: a message from someone else claiming to be a
+    retry of the storefront's is judged as its real publisher's (here: credits')."""
+    handled: list[str | None] = []
+
+    async def record(_: RequestQuote, delivery: Delivery) -> None:
+        handled.append(delivery.publisher)
+
+    async with stand_in(settings, "quotes", Route(RequestQuote, record)) as (runtime, client):
+        forger = await client.sender("credits")
+        await forger.channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(QUOTE_REQUEST).encode(),
+                message_id="forged-retry",
+                user_id=forger.user_id,
+                headers={
+                    "x-retry-count": 1,
+                    "x-original-publisher": f"{settings.amqp_user_prefix}storefront",
+                },
+            ),
+            routing_key=runtime.topology.queue("quotes", "quote.request").name,
+        )
+        [dead] = await client.dead_letters()
+    assert handled == []
+    reason = str((dead.headers or {})["x-death-reason"])
+    assert reason.startswith(f"unauthorized_publisher: {settings.amqp_user_prefix}credits ")
+
+
+async def test_twenty_internal_calls_are_in_flight_at_once_from_one_process(
+    settings: Settings,
+) -> None:
+    """``Bus.call`` does not serialise: the stand-in answers only once all 20 requests of
+    one caller have arrived, which would time out if calls went one at a time."""
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def balance(query: GetBalance, _: Delivery) -> BalanceResult:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 20:
+            all_in.set()
+        await all_in.wait()
+        zero = Money.zero()
+        return BalanceResult(
+            reseller_id=query.reseller_id,
+            available=zero,
+            reserved=zero,
+            lots=[],
+            first_sale_available=True,
+        )
+
+    settings = settings.model_copy(update={"rpc_timeout_seconds": 4.0})
+    async with stand_in(settings, "credits", Route(GetBalance, balance)):
+        caller = Runtime("quotes", settings)  # quotes may ask credits.balance
+        await caller.start(Wiring(routes=[]))
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                *(
+                    caller.bus.call(
+                        GetBalance(reseller_id=f"r-{i}"),
+                        BalanceResult,
+                        message_id=f"balance-{i}",
+                        correlation_id=None,  # as quotes asks it: no workflow yet
+                    )
+                    for i in range(20)
+                )
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            await caller.stop()
+    assert [r.reseller_id for r in results] == [f"r-{i}" for i in range(20)]  # each its own
+    assert arrived == 20
+    assert elapsed < settings.rpc_timeout_seconds
+    assert caller.bus.calls_in_flight == 0
+
+
+async def test_a_call_times_out_as_upstream_unavailable_and_its_late_reply_is_dropped(
+    settings: Settings,
+) -> None:
+    release = asyncio.Event()
+
+    async def balance(query: GetBalance, _: Delivery) -> BalanceResult:
+        if query.reseller_id == "slow":
+            await release.wait()
+        zero = Money.zero()
+        return BalanceResult(
+            reseller_id=query.reseller_id,
+            available=zero,
+            reserved=zero,
+            lots=[],
+            first_sale_available=False,
+        )
+
+    settings = settings.model_copy(update={"rpc_timeout_seconds": 0.5})
+    async with stand_in(settings, "credits", Route(GetBalance, balance)):
+        caller = Runtime("quotes", settings)
+        replies: list[str | None] = []
+        came = asyncio.Event()
+        deliver = caller.bus.link._on_reply
+
+        async def spy(message: AbstractIncomingMessage) -> None:
+            await deliver(message)
+            replies.append(message.correlation_id)
+            came.set()
+
+        caller.bus.link._on_reply = spy
+        await caller.start(Wiring(routes=[]))
+        try:
+
+            async def ask(reseller_id: str) -> BalanceResult:
+                return await caller.bus.call(
+                    GetBalance(reseller_id=reseller_id),
+                    BalanceResult,
+                    message_id=f"ask-{reseller_id}",
+                    correlation_id=f"c-{reseller_id}",
+                )
+
+            with pytest.raises(UpstreamUnavailable, match=r"credits\.balance: no answer in time"):
+                await ask("slow")
+            assert caller.bus.calls_in_flight == 0
+            release.set()
+            await asyncio.wait_for(came.wait(), timeout=5)  # the late reply came...
+            assert replies == ["c-slow"]
+            answer = await ask("quick")  # ...and answers nothing: the next call gets its own
+            assert answer.reseller_id == "quick"
+        finally:
+            await caller.stop()
 
 
 async def test_an_event_saved_before_a_crash_is_published_when_the_service_comes_back(
@@ -140,7 +381,7 @@ async def test_an_event_saved_before_a_crash_is_published_when_the_service_comes
         assert event["correlation_id"] == "ol_crash"
 
 
-async def test_a_failed_publish_leaves_the_event_for_the_next_pass(settings: Settings) -> None:
+async def test_a_failed_publish_leaves_the_event_for_a_later_pass(settings: Settings) -> None:
     runtime = Runtime("orders", settings)
     store = runtime.store("order_lines", OrderLine, unknown=unknown_order)
     assert await store.insert(placed_line("ol_retry", now=datetime.now(UTC)))
@@ -152,16 +393,19 @@ async def test_a_failed_publish_leaves_the_event_for_the_next_pass(settings: Set
             raise failures.pop()
         published.append(entry.routing_key)
 
-    relay = OutboxRelay(flaky_publish)
+    clock = FixedClock(datetime.now(UTC))
+    relay = OutboxRelay(flaky_publish, clock=clock)
     await relay.watch([store.collection])
-    with pytest.raises(ConnectionError):
-        await relay.drain()
+    assert await relay.drain() == 0  # failed, reported, not raised
     doc = await store.collection.find_one({"_id": "ol_retry"})
     assert doc is not None and len(doc["outbox"]) == 1  # still there
+    assert await relay.drain() == 0  # this document backs off
+    clock.advance(timedelta(seconds=1))
     assert await relay.drain() == 1
     assert published == ["order.placed"]
     doc = await store.collection.find_one({"_id": "ol_retry"})
     assert doc is not None and doc["outbox"] == [] and not doc["outbox_pending"]
+    assert doc["outbox_claimed_until_ms"] == 0 and doc["outbox_failures"] == 0
     await runtime.mongo.close()
 
 
@@ -205,3 +449,171 @@ async def test_each_service_relays_the_outboxes_it_names_and_scans_them_by_an_in
         for collection in runtime.relay.collections:
             indexes = await collection.index_information()
             assert any(index["key"] == [("outbox_pending", 1)] for index in indexes.values())
+
+
+# --- the outbox relay: one publication per event with N relays, failures isolated ------
+
+
+@pytest.fixture
+async def outbox(mongo_url: str) -> AsyncIterator[AsyncCollection[Document]]:
+    client = connect(mongo_url)
+    name = f"relay_{uuid4().hex[:10]}"
+    yield client[name]["tallies"]
+    await client.drop_database(name)
+    await client.close()
+
+
+AT = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
+
+
+async def with_events(
+    collection: AsyncCollection[Document], count: int, *, events: int = 2
+) -> list[str]:
+    """``count`` saved aggregates with ``events`` events each; returns the event ids."""
+    store = DocumentStore(collection, Tally, unknown=unknown_order)
+    ids: list[str] = []
+    for n in range(count):
+        tally = Tally(id=f"t{n}")
+        for e in range(events):
+            tally.record(
+                OrderCancelled, at=AT, order_id=f"o{n}-{e}", reseller_id="r", correlation_id=None
+            )
+        ids.extend(entry.event_id for entry in tally.outbox)
+        assert await store.insert(tally)
+    return ids
+
+
+class Recorder:
+    """A publish function: records what it published; fails what ``failing`` says."""
+
+    def __init__(self, failing: Callable[[OutboxEntry], bool] = lambda _: False) -> None:
+        self.failing = failing
+        self.published: list[str] = []
+        self.attempted: list[str] = []
+
+    async def __call__(self, entry: OutboxEntry) -> None:
+        self.attempted.append(entry.event_id)
+        await asyncio.sleep(0)  # let the other relay run: a real publish awaits the broker
+        if self.failing(entry):
+            raise ConnectionError(f"{entry.event_id}: nacked")
+        self.published.append(entry.event_id)
+
+
+async def test_two_relays_publish_each_event_once(outbox: AsyncCollection[Document]) -> None:
+    """Two replicas' relays drain the same outboxes at the same time: every event is
+    published once, both relays did a share of the work, and every outbox is empty."""
+    ids = await with_events(outbox, 40)
+    clock = FixedClock(AT)
+    first, second = Recorder(), Recorder()
+    relays = [
+        OutboxRelay(first, clock=clock, name="replica-1"),
+        OutboxRelay(second, clock=clock, name="replica-2"),
+    ]
+    for relay in relays:
+        await relay.watch([outbox])
+    counts = await asyncio.gather(*(relay.drain() for relay in relays))
+    published = first.published + second.published
+    assert sorted(published) == sorted(ids)  # each once: no duplicates, none missing
+    assert first.published and second.published  # they really raced
+    assert counts == [len(first.published), len(second.published)]
+    assert await outbox.count_documents({"outbox_pending": True}) == 0
+    assert await outbox.count_documents({"outbox_claimed_until_ms": 0}) == 40  # all released
+
+
+async def test_a_crashed_relays_claim_expires_and_another_relay_publishes_its_events(
+    outbox: AsyncCollection[Document],
+) -> None:
+    ids = await with_events(outbox, 1)
+    clock = FixedClock(AT)
+    crashed = OutboxRelay(Recorder(), clock=clock, name="crashed", claim_seconds=30)
+    await crashed.watch([outbox])
+    assert await crashed.claim(outbox) is not None  # ...and the process dies right there
+    survivor = Recorder()
+    relay = OutboxRelay(survivor, clock=clock, name="survivor", claim_seconds=30)
+    await relay.watch([outbox])
+    assert await relay.drain() == 0  # the claim holds: not published twice
+    clock.advance(timedelta(seconds=29))
+    assert await relay.drain() == 0
+    clock.advance(timedelta(seconds=1))  # the lease has expired
+    assert await relay.drain() == 2
+    assert survivor.published == ids
+
+
+async def test_a_failing_document_does_not_block_the_others_and_backs_off_alone(
+    outbox: AsyncCollection[Document],
+) -> None:
+    """One destination nacks: the other documents are published in the same pass; the
+    failing one keeps its order (nothing after the failed entry goes out), waits a back-off
+    of its own, and is published once the destination is back."""
+    ids = await with_events(outbox, 5, events=2)
+    blocked = {ids[0]}  # the first event of t0
+    clock = FixedClock(AT)
+    recorder = Recorder(lambda entry: entry.event_id in blocked)
+    relay = OutboxRelay(recorder, clock=clock)
+    await relay.watch([outbox])
+    assert await relay.drain() == 8  # the four others, two events each
+    assert recorder.attempted.count(ids[0]) == 1 and ids[1] not in recorder.attempted
+    assert await relay.drain() == 0  # t0 backs off; no tight loop on it
+    assert recorder.attempted.count(ids[0]) == 1
+    clock.advance(timedelta(seconds=0.5))
+    assert await relay.drain() == 0  # failed again: the back-off grows
+    assert recorder.attempted.count(ids[0]) == 2
+    clock.advance(timedelta(seconds=0.5))
+    assert await relay.drain() == 0
+    assert recorder.attempted.count(ids[0]) == 2
+    blocked.clear()
+    clock.advance(timedelta(seconds=0.5))
+    assert await relay.drain() == 2
+    assert sorted(recorder.published) == sorted(ids)
+    assert recorder.published[-2:] == ids[:2]  # in its order
+    doc = await outbox.find_one({"_id": "t0"})
+    assert doc is not None and doc["outbox_failures"] == 0 and doc["outbox_claimed_by"] == ""
+
+
+async def test_events_confirmed_before_a_failure_are_removed_and_never_published_again(
+    outbox: AsyncCollection[Document],
+) -> None:
+    ids = await with_events(outbox, 1, events=3)
+    failures = [ids[1]]
+    clock = FixedClock(AT)
+    recorder = Recorder(lambda entry: entry.event_id in failures)
+    relay = OutboxRelay(recorder, clock=clock)
+    await relay.watch([outbox])
+    assert await relay.drain() == 1
+    doc = await outbox.find_one({"_id": "t0"})
+    assert doc is not None and [e["event_id"] for e in doc["outbox"]] == ids[1:]
+    failures.clear()
+    clock.advance(timedelta(seconds=1))
+    assert await relay.drain() == 2
+    assert recorder.published == ids  # the first one once
+
+
+async def test_an_outage_is_one_error_line_with_a_count_not_a_line_per_pass(
+    outbox: AsyncCollection[Document],
+) -> None:
+    await with_events(outbox, 3)
+    lines: list[tuple[str, dict[str, object]]] = []
+
+    class Lines:
+        def error(self, event: str, **fields: object) -> None:
+            lines.append((event, fields))
+
+        def info(self, event: str, **fields: object) -> None:
+            lines.append((event, fields))
+
+    clock = FixedClock(AT)
+    down = [True]
+    relay = OutboxRelay(
+        Recorder(lambda _: down[0]), clock=clock, error_log_seconds=3600, logger=Lines()
+    )
+    await relay.watch([outbox])
+    for _ in range(5):
+        await relay.drain()
+        clock.advance(timedelta(seconds=10))
+    assert [event for event, _ in lines] == ["outbox_publish_failed"]
+    [(_, fields)] = lines
+    assert fields["pending"] == 3 and fields["failed_documents"] == 3
+    assert str(fields["error"]).startswith("ConnectionError: ")
+    down[0] = False
+    assert await relay.drain() == 6
+    assert [event for event, _ in lines] == ["outbox_publish_failed", "outbox_publish_recovered"]

@@ -21,7 +21,17 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.basics.clock import utc_ms
 from shared.basics.errors import Conflict, ErrorCode, Refused
-from shared.runtime.store import Aggregate, Document, DocumentStore, connect
+from shared.contracts.orders import OrderCancelled
+from shared.runtime import metrics
+from shared.runtime.store import (
+    Aggregate,
+    Document,
+    DocumentStore,
+    OutboxEntry,
+    OutboxRelay,
+    connect,
+)
+from tests.support.clock import FixedClock
 
 pytestmark = pytest.mark.integration
 
@@ -80,18 +90,38 @@ async def test_insert_of_an_existing_id_reports_the_replay(db: AsyncDatabase[Doc
 async def test_50_concurrent_optimistic_writers_each_apply_once(
     db: AsyncDatabase[Document],
 ) -> None:
-    """The pattern behind every aggregate: 50 racing increments, none lost, none doubled."""
-    store = counters(db)
-    await store.insert(Counter(id="race"))
+    """The pattern behind every aggregate: 50 racing increments, none lost, none doubled.
+    Five stores stand for five processes (within one, changes of an aggregate take turns;
+    between them only the version check keeps order)."""
+    stores = [counters(db) for _ in range(5)]
+    await stores[0].insert(Counter(id="race"))
     saved = await asyncio.gather(
-        *[store.mutate("race", bump, message_id=f"m{i}") for i in range(50)]
+        *[stores[i % 5].mutate("race", bump, message_id=f"m{i}") for i in range(50)]
     )
+    store = stores[0]
     assert sorted(s.decision or 0 for s in saved) == list(range(1, 51))  # each saw its own
     stored = await store.get("race")
     assert stored is not None
     assert stored.value == 50
     assert sorted(i["n"] for i in stored.items) == list(range(1, 51))  # arrays stored whole
     assert stored.version == 51
+
+
+async def test_changes_of_one_aggregate_in_one_process_take_turns_without_conflicts(
+    db: AsyncDatabase[Document],
+) -> None:
+    """Concurrent messages for one aggregate in one process (a credit account) wait for
+    each other instead of losing the version check and reloading again and again."""
+    store = counters(db)
+    await store.insert(Counter(id="turns"))
+    conflicts = metrics.SAVE_CONFLICTS.labels("Counter")
+    before = conflicts._value.get()
+    saved = await asyncio.gather(
+        *[store.mutate("turns", bump, message_id=f"m{i}") for i in range(30)]
+    )
+    assert sorted(s.decision or 0 for s in saved) == list(range(1, 31))
+    assert conflicts._value.get() == before
+    assert store._writing == {}  # no lock left behind
 
 
 async def test_a_missing_aggregate_is_the_stores_unknown_unless_the_change_creates_it(
@@ -156,6 +186,116 @@ async def test_boolean_flag_query_and_aware_datetimes_round_trip(
         }
     )
     assert in_range == 2
+
+
+NOW_MS = 1_790_000_000_000
+
+
+def lease_claim(now_ms: int) -> Document:
+    """The outbox relay's claim filter (``OutboxRelay.claim``): a top-level flag and a lease
+    in epoch milliseconds (0: free; missing: saved before leases existed). Never null and
+    never a datetime: the embedded server stores a datetime given to ``$set`` as a string,
+    and matches an explicit null unreliably. ``$and`` spelled out: its
+    ``find_one_and_update`` reads ``{a, $or: [b, c]}`` as ``(a and b) or c`` (the
+    "published" document below would be claimed)."""
+    return {
+        "$and": [
+            {"outbox_pending": True},
+            {
+                "$or": [
+                    {"outbox_claimed_until_ms": {"$exists": False}},
+                    {"outbox_claimed_until_ms": {"$lte": now_ms}},
+                ]
+            },
+        ]
+    }
+
+
+async def test_a_lease_taken_with_find_one_and_update_goes_to_exactly_one_claimer(
+    db: AsyncDatabase[Document],
+) -> None:
+    leases = db["leases"]
+    await leases.create_index("outbox_pending")
+    await leases.insert_many(
+        [
+            {"_id": "free", "outbox_pending": True, "outbox_claimed_until_ms": 0, "version": 1},
+            {"_id": "saved-before-leases", "outbox_pending": True, "version": 1},
+            {
+                "_id": "expired",
+                "outbox_pending": True,
+                "outbox_claimed_until_ms": NOW_MS - 1,
+                "version": 1,
+            },
+            {
+                "_id": "held",
+                "outbox_pending": True,
+                "outbox_claimed_until_ms": NOW_MS + 1,
+                "version": 1,
+            },
+            {"_id": "published", "outbox_pending": False, "outbox_claimed_until_ms": 0},
+        ]
+    )
+
+    async def claim(relay: str) -> Document | None:
+        return await leases.find_one_and_update(
+            lease_claim(NOW_MS),
+            {
+                "$set": {"outbox_claimed_until_ms": NOW_MS + 30_000, "outbox_claimed_by": relay},
+                "$inc": {"version": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    claims = await asyncio.gather(*(claim(f"relay-{n}") for n in range(8)))
+    taken = [doc for doc in claims if doc is not None]
+    assert sorted(doc["_id"] for doc in taken) == ["expired", "free", "saved-before-leases"]
+    assert len({doc["outbox_claimed_by"] for doc in taken}) == 3  # three different claimers
+    assert all(doc["version"] == 2 for doc in taken)  # a racing save will conflict
+    assert await claim("late") is None  # held until the lease expires
+    stored = await leases.find_one({"_id": "free"})
+    assert stored is not None and stored["outbox_claimed_until_ms"] == NOW_MS + 30_000
+    later = await leases.count_documents(lease_claim(NOW_MS + 30_000))
+    assert later == 4  # every lease taken above has expired by then, "held" too
+
+
+def bump_and_tell(counter: Counter) -> int:
+    counter.value += 1
+    counter.record(
+        OrderCancelled,
+        at=datetime(2026, 3, 1, tzinfo=UTC),
+        order_id=f"o{counter.value}",
+        reseller_id="r",
+        correlation_id=None,
+    )
+    return counter.value
+
+
+async def test_a_save_racing_a_relays_claim_reloads_and_keeps_the_claim(
+    db: AsyncDatabase[Document],
+) -> None:
+    """A stale writer's save conflicts with the claim (which bumps the version); the retried
+    change keeps the claim: a save never hands a document being published to another relay."""
+    store = counters(db)
+    await store.mutate("c", bump_and_tell, message_id="m1", create=Counter.new)
+    stale = await store.get("c")
+    assert stale is not None
+
+    async def publish(_: OutboxEntry) -> None:
+        raise AssertionError("only claimed here")
+
+    relay = OutboxRelay(publish, clock=FixedClock(datetime.now(UTC)), name="relay-1")
+    claimed = await relay.claim(store.collection)
+    assert claimed is not None
+    stale.value = 99
+    with pytest.raises(Conflict):
+        await store.save(stale)
+    saved = await store.mutate("c", bump_and_tell, message_id="m2")
+    assert saved.decision == 2
+    stored = await store.collection.find_one({"_id": "c"})
+    assert stored is not None
+    assert stored["outbox_claimed_by"] == "relay-1"
+    assert stored["outbox_claimed_until_ms"] == claimed["outbox_claimed_until_ms"]
+    assert len(stored["outbox"]) == 2 and bool(stored["outbox_pending"])
 
 
 async def test_gridfs_keeps_bytes_and_metadata(db: AsyncDatabase[Document]) -> None:

@@ -94,4 +94,5 @@ async def running_system(
             for route in runtime.routing_keys
         ]
         dead_letters = settings.amqp_namespace + DEAD_LETTERS_QUEUE
-        await purge_queues(settings.amqp_url, [*consumed, dead_letters])
+        retries = [q.name for runtime in started[:1] for q in runtime.topology.delay_queues()]
+        await purge_queues(settings.amqp_url, [*consumed, dead_letters, *retries])

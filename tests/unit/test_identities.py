@@ -11,9 +11,11 @@ from shared.contracts.identities import (
     OWNERS,
     ROLES,
     SENDERS,
+    SERVICE_ROLES,
     allowed_publishers,
     role_of,
 )
+from shared.runtime.topology import RETRY_EXCHANGE, delay_label
 from tools.broker_users import permissions, topic_permissions
 
 
@@ -136,3 +138,29 @@ def test_operations_create_partners_and_the_reseller_space_tells_of_them(
     key: str, allowed: set[str]
 ) -> None:
     assert allowed_publishers(REGISTRY[key]) == allowed
+
+
+@pytest.mark.parametrize("role", SERVICE_ROLES)
+def test_every_service_may_declare_bind_and_publish_the_retry_topology(role: str) -> None:
+    """Retries (shared.runtime.topology): the headers exchange ``reseller.retry`` and its
+    delay queues ``reseller.retry.<delay>``; nothing else of that name, nothing outside the
+    namespace."""
+    granted = {kind: re.compile(rx) for kind, rx in permissions(role, "ns.").items()}
+    delay_queues = [f"ns.{RETRY_EXCHANGE}.{delay_label(d)}" for d in (0.2, 1, 5, 30, 120)]
+    for name in ["ns." + RETRY_EXCHANGE, *delay_queues]:
+        for kind in ("configure", "write", "read"):
+            assert granted[kind].match(name), (kind, name)
+    outside = (
+        RETRY_EXCHANGE,
+        f"{RETRY_EXCHANGE}.5s",
+        "ns.reseller.retryx",
+        "ns.reseller.retry.a.b",
+    )
+    for name in outside:
+        assert not any(rx.match(name) for rx in granted.values()), name
+
+
+def test_the_mailer_has_no_part_in_retries() -> None:
+    granted = permissions("mailer", "")
+    for name in (RETRY_EXCHANGE, f"{RETRY_EXCHANGE}.5s"):
+        assert not any(re.compile(rx).match(name) for rx in granted.values()), name

@@ -95,3 +95,26 @@ def test_store_events_carry_the_aggregates_ids_the_time_and_the_given_fields() -
     assert event == cancelled("ol_9")
     overridden = reseller.record(OrderCancelled, at=AT, order_id="ol_9", reseller_id="r-other")
     assert (overridden.reseller_id, overridden.correlation_id) == ("r-other", None)
+
+
+def test_store_document_carries_the_relays_claim_through_load_and_save() -> None:
+    """A save writes back the claim it loaded (``OutboxRelay``): it never frees a document
+    another relay is publishing."""
+    aggregate = Aggregate(id="agg-1")
+    record_cancelled(aggregate)
+    doc = aggregate.to_document()
+    assert (doc["outbox_claimed_until_ms"], doc["outbox_claimed_by"]) == (0, "")  # free
+    doc.update(outbox_claimed_until_ms=1_790_000_030_000, outbox_claimed_by="relay-1")
+    doc["outbox_failures"] = 2
+    loaded = Aggregate.model_validate(doc)
+    loaded.mark_applied("m-2")
+    again = loaded.to_document()
+    assert again["outbox_claimed_until_ms"] == 1_790_000_030_000
+    assert again["outbox_claimed_by"] == "relay-1"
+    assert again["outbox_failures"] == 2
+
+
+def test_store_document_saved_before_leases_loads_as_free() -> None:
+    old = {"_id": "agg-1", "version": 3, "outbox": [], "applied_messages": []}
+    loaded = Aggregate.model_validate(old)
+    assert (loaded.outbox_claimed_until_ms, loaded.outbox_claimed_by) == (0, "")
