@@ -41,8 +41,8 @@ faults: $(STAMP)
 bench: $(STAMP)
 	scripts/ensure-rabbitmq
 	$(PY) -m bench.sale_latency
-	$(PY) -m bench.licence_check
 	$(PY) -m bench.sale_throughput
+	$(PY) -m bench.licence_check
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

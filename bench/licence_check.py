@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.common import percentile
+from bench.common import PROOF, percentile
 from testkit.broker import delete_namespace
 from testkit.contract_client import ContractClient, read_users
 from testkit.processes import LaunchedSystem, launched_system
@@ -150,7 +150,7 @@ async def sold_appliance(system: LaunchedSystem) -> tuple[str, str, str, str]:
         proof = await http.post(
             f"{system.url('orders')}/v1/orders/{order_id}/proofs",
             headers={"Authorization": f"Bearer {system.api_token}", "X-Reseller-Id": "bench"},
-            files={"file": ("p.pdf", b"%PDF-1.4 bench", "application/pdf")},
+            files={"file": ("p.pdf", PROOF, "application/pdf")},
         )
         assert proof.status_code == 201, proof.text
         await client.ok(
