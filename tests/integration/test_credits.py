@@ -168,10 +168,18 @@ async def test_c6_lots_expire_on_time_with_an_injected_clock(system: System) -> 
 
 async def test_c6_a_reservation_made_while_valid_is_honoured_after_expiry(system: System) -> None:
     await first_sale(system, "r-c6b")
+    confirmed = metrics.MESSAGES.labels("credits", "order.placed", "ok")
+    before = confirmed._value.get()
     held = await place(system, "r-c6b", edition="premium", billing="annual")
     assert (held["credit_reserved"], held["amount_due"]) == (eur(39980), eur(279940))
     await system.client.wait_event("credit.reserved", lambda b: b["order_id"] == held["order_id"])
-    await system.client.ok("order.list", {"reseller_id": "r-c6b"})
+    # credits must have applied this line's order.placed (the reservation is confirmed)
+    # before the clock jumps, or the job rightly releases it as an orphan
+    for _ in range(200):
+        if confirmed._value.get() > before:
+            break
+        await asyncio.sleep(0.05)
+    assert confirmed._value.get() > before
     system.clock.advance(timedelta(days=400))
     await system.runtimes["credits"].periodic["credits_due"](system.clock.now())
     assert (await balance(system, "r-c6b"))["reserved"] == eur(39980)  # still held
