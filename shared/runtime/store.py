@@ -140,6 +140,11 @@ class Aggregate(BaseModel):
         return doc
 
 
+def _lease(doc: Document) -> int:
+    value = doc.get("outbox_claimed_until_ms")
+    return int(value) if isinstance(value, int | float) else 0
+
+
 def epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch: how the relay's leases are stored and compared."""
     return int(moment.timestamp() * 1000)
@@ -282,8 +287,8 @@ class DocumentStore(Generic[A]):
 
 Publish = Callable[[OutboxEntry], Awaitable[None]]
 
-#: A bound on one pass (a worker never spins, whatever the store answers).
-DOCUMENTS_PER_WORKER_PASS = 1000
+#: A bound on one pass (the next pass takes the rest).
+CANDIDATES_PER_PASS = 1000
 #: A document whose publication failed waits this long before another try, doubling per
 #: failure up to the last figure (per document: the others go on meanwhile).
 RELAY_BACKOFF_SECONDS = (0.5, 10.0)
@@ -322,12 +327,13 @@ class OutboxRelay:
     ``Wiring.outboxes``), nothing else. Woken right after each save (low latency) and by
     a periodic poll (recovery after a crash between the save and the publish).
 
-    With N replicas, each event is published once: a relay first **claims** a document
-    (``find_one_and_update`` on the top-level ``outbox_pending`` flag and a lease,
-    ``outbox_claimed_until``/``outbox_claimed_by``, bumping its version so that a save
-    racing the claim reloads it instead of wiping the claim), publishes its entries in
-    order, each confirmed, and removes the confirmed ones with the same versioned save the
-    aggregates use. A relay that crashes holding a claim is replaced when the lease
+    With N replicas, each event is published once: a relay reads the pending documents on
+    the indexed top-level ``outbox_pending`` flag, then **claims** each free one with a
+    lease (``find_one_and_update`` comparing ``outbox_claimed_until_ms`` as read, setting
+    it and ``outbox_claimed_by``, and bumping the version so that a save racing the claim
+    reloads it instead of wiping the claim), publishes its entries in order, each
+    confirmed, and removes the confirmed ones with the same versioned save the aggregates
+    use. A relay that crashes holding a claim is replaced when the lease
     expires, and then its last entries may be published twice: at-least-once stays the
     guarantee, and consumers dedupe by ``message_id`` (= ``event_id``).
 
@@ -394,26 +400,43 @@ class OutboxRelay:
     def _now_ms(self) -> int:
         return epoch_ms(self.clock.now())
 
-    async def claim(self, collection: AsyncCollection[Document]) -> Document | None:
-        """Take one pending document nobody holds (or whose holder's lease expired).
-
-        The lease is in epoch milliseconds, and a free document holds 0, not null: the
-        embedded server stores a datetime given to ``$set`` as a string, and does not
-        match an explicit null reliably; and ``$and`` is spelled out, since its
-        ``find_one_and_update`` reads ``{a, $or: [b, c]}`` as ``(a and b) or c``
-        (tests/integration/test_store_conformance.py)."""
+    async def candidates(self, collection: AsyncCollection[Document]) -> list[Document]:
+        """The pending documents nobody holds: one read on the indexed flag (as cheap as a
+        pass that finds nothing), the leases compared here. A free document's lease is 0,
+        one saved before leases has none; one held, or backing off, is skipped."""
         now = self._now_ms()
+        pending = collection.find(
+            {"outbox_pending": True},
+            {"_id": 1, "outbox_claimed_until_ms": 1},
+            limit=CANDIDATES_PER_PASS,
+        )
+        return [doc async for doc in pending if _lease(doc) <= now]
+
+    async def claim(
+        self, collection: AsyncCollection[Document], candidate: Document | None = None
+    ) -> Document | None:
+        """Take a candidate (or the first one there is): compare-and-set on its lease as
+        read, so of two relays that saw it free only one gets it. Returns the document with
+        the new lease, or None when another relay was first.
+
+        The lease is in epoch milliseconds and a free document holds 0, never null nor a
+        datetime, and the filter is one plain conjunction: the embedded server stores a
+        datetime given to ``$set`` as a string, matches an explicit null unreliably, scans
+        every document for ``$or``, and its ``find_one_and_update`` reads
+        ``{a, $or: [b, c]}`` as ``(a and b) or c`` (tests/integration/test_store_conformance.py)."""
+        if candidate is None:
+            for found in await self.candidates(collection):
+                taken = await self.claim(collection, found)
+                if taken is not None:
+                    return taken
+            return None
+        now = self._now_ms()
+        lease = candidate.get("outbox_claimed_until_ms")
         return await collection.find_one_and_update(
             {
-                "$and": [  # explicit: the embedded server mis-nests an implicit AND with $or
-                    {"outbox_pending": True},
-                    {
-                        "$or": [
-                            {"outbox_claimed_until_ms": {"$exists": False}},  # before leases
-                            {"outbox_claimed_until_ms": {"$lte": now}},  # free, or expired
-                        ]
-                    },
-                ]
+                "_id": candidate["_id"],
+                "outbox_pending": True,
+                "outbox_claimed_until_ms": {"$exists": False} if lease is None else lease,
             },
             {
                 "$set": {
@@ -426,40 +449,37 @@ class OutboxRelay:
         )
 
     async def _drain(self, collection: AsyncCollection[Document], done: RelayPass) -> None:
-        """Workers claim and publish documents until none is left; each claim that found one
-        starts another worker (up to ``concurrency``), so a backlog is published in
-        parallel while a single event costs one claim that finds nothing more."""
-        workers: set[asyncio.Task[None]] = set()
-
-        def another() -> None:
-            if len(workers) < self.concurrency:
-                task = asyncio.create_task(worker())
-                workers.add(task)
-
-        async def worker() -> None:
-            try:
-                for _ in range(DOCUMENTS_PER_WORKER_PASS):  # the next pass goes on
-                    doc = await self.claim(collection)
-                    if doc is None:
-                        return
-                    another()
-                    if not doc.get("outbox"):  # nothing to publish: only release it
-                        await self._settle(collection, doc, set(), failed=False)
-                        continue
-                    await self._relay(collection, doc, done)
-            except Exception as exc:  # the store: the claim expires, another pass retries
-                done.failed(exc)
-
-        another()
+        """Claim and publish each candidate, ``concurrency`` at a time; one that another
+        relay claimed first is skipped."""
         try:
-            while workers:
-                finished, _ = await asyncio.wait(workers)
-                workers.difference_update(finished)
-        except asyncio.CancelledError:  # the service stops: so do its workers
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+            candidates = await self.candidates(collection)
+        except Exception as exc:
+            done.failed(exc)
+            return
+        if len(candidates) == 1:  # the usual wake-up after a save
+            await self._take(collection, candidates[0], done)
+            return
+        turns = asyncio.Semaphore(self.concurrency)
+
+        async def take(candidate: Document) -> None:
+            async with turns:
+                await self._take(collection, candidate, done)
+
+        await asyncio.gather(*(take(candidate) for candidate in candidates))
+
+    async def _take(
+        self, collection: AsyncCollection[Document], candidate: Document, done: RelayPass
+    ) -> None:
+        try:
+            doc = await self.claim(collection, candidate)
+            if doc is None:  # another relay holds it
+                return
+            if not doc.get("outbox"):  # nothing to publish after all: only release it
+                await self._settle(collection, doc, set(), failed=False)
+                return
+            await self._relay(collection, doc, done)
+        except Exception as exc:  # the store: the claim expires, a later pass retries
+            done.failed(exc)
 
     async def _relay(
         self, collection: AsyncCollection[Document], doc: Document, done: RelayPass

@@ -191,29 +191,16 @@ async def test_boolean_flag_query_and_aware_datetimes_round_trip(
 NOW_MS = 1_790_000_000_000
 
 
-def lease_claim(now_ms: int) -> Document:
-    """The outbox relay's claim filter (``OutboxRelay.claim``): a top-level flag and a lease
-    in epoch milliseconds (0: free; missing: saved before leases existed). Never null and
-    never a datetime: the embedded server stores a datetime given to ``$set`` as a string,
-    and matches an explicit null unreliably. ``$and`` spelled out: its
-    ``find_one_and_update`` reads ``{a, $or: [b, c]}`` as ``(a and b) or c`` (the
-    "published" document below would be claimed)."""
-    return {
-        "$and": [
-            {"outbox_pending": True},
-            {
-                "$or": [
-                    {"outbox_claimed_until_ms": {"$exists": False}},
-                    {"outbox_claimed_until_ms": {"$lte": now_ms}},
-                ]
-            },
-        ]
-    }
-
-
-async def test_a_lease_taken_with_find_one_and_update_goes_to_exactly_one_claimer(
+async def test_a_lease_is_taken_by_compare_and_set_by_exactly_one_claimer(
     db: AsyncDatabase[Document],
 ) -> None:
+    """The outbox relay's claim (``OutboxRelay.candidates`` and ``claim``): read the pending
+    documents on the indexed top-level flag, compare their leases (epoch milliseconds; 0:
+    free; missing: saved before leases), then ``find_one_and_update`` each free one on its
+    id and the lease as read. No ``$or``, no null, no datetime in ``$set``: the embedded
+    server scans every document for ``$or``, reads ``{a, $or: [b, c]}`` as
+    ``(a and b) or c`` in ``find_one_and_update``, and stores a datetime given to ``$set``
+    as a string."""
     leases = db["leases"]
     await leases.create_index("outbox_pending")
     await leases.insert_many(
@@ -235,10 +222,28 @@ async def test_a_lease_taken_with_find_one_and_update_goes_to_exactly_one_claime
             {"_id": "published", "outbox_pending": False, "outbox_claimed_until_ms": 0},
         ]
     )
+    pending = [
+        doc
+        async for doc in leases.find(
+            {"outbox_pending": True}, {"_id": 1, "outbox_claimed_until_ms": 1}
+        )
+    ]
+    assert sorted(d["_id"] for d in pending) == [
+        "expired",
+        "free",
+        "held",
+        "saved-before-leases",
+    ]
+    free = [d for d in pending if d.get("outbox_claimed_until_ms", 0) <= NOW_MS]
 
-    async def claim(relay: str) -> Document | None:
+    async def claim(relay: str, seen: Document) -> Document | None:
+        lease = seen.get("outbox_claimed_until_ms")
         return await leases.find_one_and_update(
-            lease_claim(NOW_MS),
+            {
+                "_id": seen["_id"],
+                "outbox_pending": True,
+                "outbox_claimed_until_ms": {"$exists": False} if lease is None else lease,
+            },
             {
                 "$set": {"outbox_claimed_until_ms": NOW_MS + 30_000, "outbox_claimed_by": relay},
                 "$inc": {"version": 1},
@@ -246,16 +251,14 @@ async def test_a_lease_taken_with_find_one_and_update_goes_to_exactly_one_claime
             return_document=ReturnDocument.AFTER,
         )
 
-    claims = await asyncio.gather(*(claim(f"relay-{n}") for n in range(8)))
+    claims = await asyncio.gather(*(claim(f"relay-{n}", seen) for seen in free for n in range(4)))
     taken = [doc for doc in claims if doc is not None]
     assert sorted(doc["_id"] for doc in taken) == ["expired", "free", "saved-before-leases"]
-    assert len({doc["outbox_claimed_by"] for doc in taken}) == 3  # three different claimers
     assert all(doc["version"] == 2 for doc in taken)  # a racing save will conflict
-    assert await claim("late") is None  # held until the lease expires
+    assert all(doc["outbox_claimed_until_ms"] == NOW_MS + 30_000 for doc in taken)
+    assert await claim("late", free[0]) is None  # a stale read claims nothing
     stored = await leases.find_one({"_id": "free"})
-    assert stored is not None and stored["outbox_claimed_until_ms"] == NOW_MS + 30_000
-    later = await leases.count_documents(lease_claim(NOW_MS + 30_000))
-    assert later == 4  # every lease taken above has expired by then, "held" too
+    assert stored is not None and isinstance(stored["outbox_claimed_until_ms"], int)
 
 
 def bump_and_tell(counter: Counter) -> int:
