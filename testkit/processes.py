@@ -25,8 +25,11 @@ from uuid import uuid4
 
 import httpx
 
+from shared.contracts import REGISTRY
+from shared.contracts.identities import SERVICE_ROLES, WEB_FACE_ROLES
 from shared.runtime.identity import Credentials, read_users
 from shared.runtime.settings import SERVICES
+from shared.runtime.topology import DEFAULT_RETRY_DELAYS, Topology
 from tools import broker_users
 from tools.embedded_mongo import free_port
 from tools.launcher import REPLICA_PORT_STEP, programs
@@ -43,6 +46,12 @@ class LaunchedSystem:
     replicas: dict[str, int] = field(default_factory=dict)
     admin_ports: dict[str, int] = field(default_factory=dict)
     metrics_port: int = 0
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+
+    def queue_names(self) -> list[str]:
+        """Every queue this system's topology may hold (which exist: a passive declare)."""
+        topology = Topology(namespace=self.namespace, retry_delays=self.retry_delays)
+        return topology.queue_names((*SERVICE_ROLES, *WEB_FACE_ROLES, "mailer"), REGISTRY)
 
     def users(self) -> dict[str, Credentials]:
         """The broker users the launcher provisioned (``DATA_DIR/broker-users.json``)."""
@@ -211,6 +220,8 @@ def launched_system(
         replicas={name: counts[name] for name in names},
         admin_ports=admin_ports,
         metrics_port=metrics_port,
+        retry_delays=tuple(json.loads(env.get("RETRY_DELAYS_SECONDS", "null")) or ())
+        or DEFAULT_RETRY_DELAYS,
     )
     try:
         system.wait_ready(ready_timeout)

@@ -588,7 +588,10 @@ def queues(as_json: JsonOption = False) -> None:
         )
         view = asyncio.run(
             QueueWatcher(
-                identity.url, settings.amqp_namespace, settings.rabbitmq_management_url
+                identity.url,
+                settings.amqp_namespace,
+                settings.rabbitmq_management_url,
+                tuple(settings.retry_delays_seconds),
             ).look()
         )
     except (IdentityError, OSError, aio_pika.exceptions.AMQPException) as exc:

@@ -102,7 +102,10 @@ class Pages:
             ),
         )
         self.queues = QueueWatcher(
-            runtime.identity.url, settings.amqp_namespace, settings.rabbitmq_management_url
+            runtime.identity.url,
+            settings.amqp_namespace,
+            settings.rabbitmq_management_url,
+            tuple(settings.retry_delays_seconds),
         )
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         _filters(self.templates)

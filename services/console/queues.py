@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from shared.contracts import REGISTRY
 from shared.contracts.identities import SERVICE_ROLES, WEB_FACE_ROLES
-from shared.runtime.topology import DEAD_LETTERS_QUEUE
+from shared.runtime.topology import DEAD_LETTERS_QUEUE, DEFAULT_RETRY_DELAYS, Topology
 
 
 class QueueView(BaseModel):
@@ -57,6 +57,7 @@ class QueueWatcher:
     amqp_url: str  # with the operations user's credentials
     namespace: str = ""
     management_url: str | None = None
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     _known: list[str] = field(default_factory=list)
     _known_at: float = 0.0
     _last: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -106,10 +107,9 @@ class QueueWatcher:
         return QueuesView(source="management", queues=sorted(queues, key=lambda q: q.name))
 
     def candidates(self) -> list[str]:
-        """Every queue the topology may declare: ``<consumer>.<routing key>``, the dead letters."""
-        consumers = (*SERVICE_ROLES, *WEB_FACE_ROLES, "mailer")
-        names = [f"{self.namespace}{c}.{key}" for c in consumers for key in sorted(REGISTRY)]
-        return [*names, self.namespace + DEAD_LETTERS_QUEUE]
+        """Every queue the topology may declare (consumers' queues, dead letters, delays)."""
+        topology = Topology(namespace=self.namespace, retry_delays=self.retry_delays)
+        return topology.queue_names((*SERVICE_ROLES, *WEB_FACE_ROLES, "mailer"), REGISTRY)
 
     async def _passive(self) -> QueuesView:
         now = time.monotonic()
@@ -145,7 +145,3 @@ class QueueWatcher:
         self._known = [q.name for q in found]
         self._known_at = now
         return QueuesView(source="amqp", queues=sorted(found, key=lambda q: q.name))
-
-
-async def look(amqp_url: str, namespace: str = "", management_url: str | None = None) -> QueuesView:
-    return await QueueWatcher(amqp_url, namespace, management_url).look()

@@ -19,7 +19,7 @@ A namespace prefix (empty in production) keeps concurrent test runs apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
@@ -125,6 +125,18 @@ class Topology:
 
     def delay_queues(self) -> list[RabbitQueue]:
         return [self.delay_queue(d) for d in dict.fromkeys(self.retry_delays)]
+
+    def queue_names(self, consumers: Iterable[str], routing_keys: Iterable[str]) -> list[str]:
+        """Every queue this topology may hold for these consumers: one per (consumer,
+        routing key), the dead letters, the delay queues. Where no listing API answers
+        (RabbitMQ's management plugin off), passive declarations of these names find the
+        queues that exist (the console's queues page, the fault tests' "quiet" check)."""
+        keys = sorted(routing_keys)
+        return [
+            *(self.queue(consumer, key).name for consumer in consumers for key in keys),
+            self.dead_letter_queue().name,
+            *(queue.name for queue in self.delay_queues()),
+        ]
 
     async def declare(self, broker: RabbitBroker) -> None:
         """Declare the exchanges, the dead-letter queue and the delay queues (idempotent)."""

@@ -25,7 +25,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 import aio_pika
 import httpx
@@ -38,7 +37,6 @@ from testkit.proofs import minimal_pdf
 PROOF = minimal_pdf("Wire transfer proof (faults)")
 ATTEMPT_SECONDS = 10.0  # no answer within this: send the same request again
 SALE_SECONDS = 150.0  # a sale not done by then is a failure
-MANAGEMENT_PORT_OFFSET = 10000  # RabbitMQ's convention: AMQP 5672, management 15672
 # Events a sale causes once per order: another publication of one with a new event id is
 # a double effect (a republication of the same id, after a crash, is not).
 ONCE_PER_ORDER = ("order.placed", "proof.accepted", "plan.bound", "customer.notification")
@@ -235,30 +233,19 @@ class Run:
                     await injector
 
 
-async def queue_names(amqp_url: str, namespace: str) -> list[str]:
-    """The queues of ``namespace`` (the management API lists them; its counts lag by
-    seconds, so they are counted over AMQP)."""
-    parts = urlsplit(amqp_url)
-    vhost = unquote(parts.path[1:]) or "/"
-    async with httpx.AsyncClient(timeout=10) as http:
-        listed = await http.get(
-            f"http://{parts.hostname}:{(parts.port or 5672) + MANAGEMENT_PORT_OFFSET}"
-            f"/api/queues/{quote(vhost, safe='')}",
-            params={"columns": "name"},
-            auth=(unquote(parts.username or "guest"), unquote(parts.password or "guest")),
-        )
-    listed.raise_for_status()
-    return [row["name"] for row in listed.json() if row["name"].startswith(namespace)]
-
-
 async def queue_depths(amqp_url: str, names: list[str]) -> dict[str, int]:
-    """Messages ready in each queue, exactly (a passive declare each)."""
+    """Messages ready in each of these queues that exists, exactly (a passive declare each:
+    no management API needed, and no lag)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         depths = {}
         for name in names:
-            queue = await channel.declare_queue(name, passive=True)
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelClosed:  # not declared by this system
+                channel = await connection.channel()
+                continue
             depths[name] = queue.declaration_result.message_count or 0
     return depths
 
@@ -267,15 +254,16 @@ def dead_letter_queue(namespace: str) -> str:
     return f"{namespace}reseller.dead-letters"
 
 
-async def quiet(amqp_url: str, namespace: str, *, timeout: float = 60) -> dict[str, int]:
+async def quiet(amqp_url: str, system: LaunchedSystem, *, timeout: float = 60) -> dict[str, int]:
     """Wait until no queue of the system holds a message, dead letters aside (three times
     in a row, half a second apart); returns the last depths."""
     deadline = time.monotonic() + timeout
+    names = system.queue_names()
     calm = 0
     depths: dict[str, int] = {}
     while time.monotonic() < deadline:
-        depths = await queue_depths(amqp_url, await queue_names(amqp_url, namespace))
-        busy = {q: n for q, n in depths.items() if n and q != dead_letter_queue(namespace)}
+        depths = await queue_depths(amqp_url, names)
+        busy = {q: n for q, n in depths.items() if n and q != dead_letter_queue(system.namespace)}
         calm = 0 if busy else calm + 1
         if calm == 3:
             return depths
@@ -287,7 +275,7 @@ async def check_outcome(run: Run, amqp_url: str, *, crashed: bool, expected: int
     """What must hold after a run (see the module's docstring)."""
     client, system = run.client, run.system
     assert run.completed == expected == len(run.orders)
-    depths = await quiet(amqp_url, system.namespace)
+    depths = await quiet(amqp_url, system)
     assert depths.get(dead_letter_queue(system.namespace), 0) == 0, "messages were dead-lettered"
 
     by_reseller: dict[str, set[str]] = defaultdict(set)
