@@ -6,7 +6,7 @@ import secrets
 from datetime import timedelta
 from functools import partial
 
-from services.reseller_space import handlers, http
+from services.reseller_space import handlers, http, keys
 from services.reseller_space.domain import (
     LinkPolicy,
     Partner,
@@ -72,6 +72,7 @@ def wire(runtime: Runtime) -> Wiring:
     )
     kit = http.Kit(deps)
     pages = http.router(deps, kit)
+    pages.include_router(keys.router(kit))
     return Wiring(
         routes=[
             Route(CreatePartner, partial(handlers.create_partner, deps=deps)),
