@@ -27,9 +27,16 @@ Users = Mapping[str, Mapping[str, str]]
 # The commands only operations may send (CONTRACT.md, Identities); the rest are the
 # storefront's (internal systems acting for a reseller).
 OPERATIONS_COMMANDS = frozenset(
-    {"proof.review", "license.suspend", "license.reinstate", "registration.reissue"}
+    {
+        "proof.review",
+        "license.suspend",
+        "license.reinstate",
+        "registration.reissue",
+        "deadletter.replay",
+        "deadletter.discard",
+    }
 )
-OPERATIONS_QUERIES = frozenset({"license.status"})
+OPERATIONS_QUERIES = frozenset({"license.status", "deadletter.list"})
 
 
 def read_users(path: Path) -> dict[str, dict[str, str]]:

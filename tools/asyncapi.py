@@ -286,7 +286,13 @@ def _dead_letter_parts() -> tuple[JSONObject, JSONObject, JSONObject]:
         "bindings": _exchange_binding(DEAD_LETTERS_EXCHANGE),
         "description": (
             f"Refused messages, published to `{DEAD_LETTERS_EXCHANGE}` with their original "
-            f"routing key and body; all of them land in the queue `{DEAD_LETTERS_QUEUE}`."
+            f"routing key and body; all of them land in the queue `{DEAD_LETTERS_QUEUE}`. "
+            "The consumer that refused one also keeps a copy (publisher as RabbitMQ "
+            "validated it, routing key, reason, attempts, headers, body) and answers "
+            "`deadletter.list`, `deadletter.replay` (the same consumer path, judged against "
+            "the original publisher, deduplicated by the original message id) and "
+            "`deadletter.discard` for its own name; dead letters RabbitMQ itself moved after "
+            "the delivery limit (`x-death`) are in the queue only."
         ),
         "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
         "title": DEAD_LETTERS_EXCHANGE,

@@ -65,6 +65,9 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     INVALID_LINK = "invalid_link"
     WEAK_PASSWORD = "weak_password"
+    # dead letters kept by every consumer (operations)
+    UNKNOWN_DEAD_LETTER = "unknown_dead_letter"
+    DEAD_LETTER_SETTLED = "dead_letter_settled"
     # transport
     UNAUTHORISED = "unauthorised"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"

@@ -35,16 +35,20 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 from uuid import uuid4
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.message import RabbitMessage as KeptMessage
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 from pydantic import BaseModel, ValidationError
 
 from shared.basics.clock import Clock
@@ -79,6 +83,8 @@ ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 _BROKER_HEADERS = ("x-death", "x-delivery-count", RETRY_DELAY_HEADER)
 _BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+#: How long a dead letter's copy may take to be kept before the runtime goes on without it.
+KEEP_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,20 @@ class Origin:
     routing_key: str
     retries: int = 0
     waited_ms: int = 0
+
+
+class DeadLetterKeeping(Protocol):
+    """Where a service keeps a copy of what it dead-letters (shared.runtime.dead_letters)."""
+
+    async def keep(
+        self,
+        raw: AbstractIncomingMessage,
+        origin: Origin,
+        reason: str,
+        *,
+        route: str,
+        attempts: int,
+    ) -> None: ...
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -170,6 +190,8 @@ class Bus:
             name=f"{service}:publisher",
         )
         self._calls: dict[str, asyncio.Future[bytes]] = {}
+        # Keeps a copy of each dead letter (set by Runtime; None: the queue copy only).
+        self.keeper: DeadLetterKeeping | None = None
 
     async def open(self) -> None:
         """Open the publishing link (before consuming: handlers reply and publish)."""
@@ -301,13 +323,28 @@ class Bus:
             message_id=raw.message_id, correlation_id=raw.correlation_id, routing_key=key
         )
         try:
-            outcome = await self._handle(route, message)
-        except Exception as exc:
-            outcome = await self._retry_later(route, message, exc)
+            outcome = await self._run(route, message)
         finally:
             structlog.contextvars.unbind_contextvars("message_id", "correlation_id", "routing_key")
         metrics.MESSAGES.labels(self.service, key, outcome).inc()
         metrics.HANDLING_SECONDS.labels(self.service, key).observe(time.perf_counter() - started)
+
+    async def rerun(self, route: Route, message: RabbitMessage) -> str:
+        """Run a kept dead letter again (``deadletter.replay``), as ``replayed_delivery``
+        rebuilt it, through the very path a delivery takes; returns the outcome."""
+        raw = message.raw_message
+        with structlog.contextvars.bound_contextvars(
+            replayed_message_id=raw.message_id, replayed_routing_key=route.message.ROUTING_KEY
+        ):
+            outcome = await self._run(route, message)
+        metrics.MESSAGES.labels(self.service, route.message.ROUTING_KEY, outcome).inc()
+        return outcome
+
+    async def _run(self, route: Route, message: RabbitMessage) -> str:
+        try:
+            return await self._handle(route, message)
+        except Exception as exc:
+            return await self._retry_later(route, message, exc)
 
     def origin(self, raw: AbstractIncomingMessage, routing_key: str) -> Origin:
         return origin_of(raw, own_user_id=self.identity.user_id, routing_key=routing_key)
@@ -321,11 +358,18 @@ class Bus:
         error = f"{type(exc).__name__}: {exc}"[:500]
         if origin.waited_ms >= self.retry.total_seconds * 1000:
             log.error("message_failed", attempt=origin.retries + 1, error=error, final=True)
-            await self.dead_letter(
-                message,
-                f"retries_exhausted: {origin.retries + 1} attempts over "
-                f"{origin.waited_ms / 1000:.1f} s; last error: {error}",
-            )
+            try:
+                await self.dead_letter(
+                    message,
+                    f"retries_exhausted: {origin.retries + 1} attempts over "
+                    f"{origin.waited_ms / 1000:.1f} s; last error: {error}",
+                    route=route.message.ROUTING_KEY,
+                )
+            except BrokerUnavailable as publish_error:
+                # Neither kept nor parked: RabbitMQ redelivers it (dead_letter did not ack).
+                log.error("message_dead_letter_failed", error=str(publish_error))
+                await message.nack(requeue=True)
+                return "failed"
             return "exhausted"
         attempt = origin.retries + 1
         delay = self.topology.retry_delay(attempt)
@@ -336,7 +380,7 @@ class Bus:
             error=error,
             exc_info=exc if attempt == 1 else None,  # the traceback once, not every retry
         )
-        headers = _copied_headers(raw.headers)
+        headers = copied_headers(raw.headers)
         headers.update(
             {
                 RETRY_DELAY_HEADER: delay_label(delay),
@@ -370,7 +414,7 @@ class Bus:
         if not message_id:  # aiormq always sets one; other AMQP clients may not, or send blanks
             reason = "missing message_id: every message needs a unique one"
             await self._refuse(message, route, ErrorCode.INVALID_MESSAGE, reason, message_id="")
-            await self.dead_letter(message, reason)
+            await self.dead_letter(message, reason, route=key)
             return "invalid"
         publisher = self.origin(raw, key).publisher
         role = role_of(publisher, self.user_prefix)
@@ -379,14 +423,14 @@ class Bus:
             reason = f"{publisher or 'a publisher with no user_id'} may not publish {key}"
             await self._refuse(message, route, ErrorCode.FORBIDDEN, reason, message_id=message_id)
             await self.dead_letter(
-                message, f"unauthorized_publisher: {reason} (allowed: {allowed})"
+                message, f"unauthorized_publisher: {reason} (allowed: {allowed})", route=key
             )
             return "unauthorized"
         try:
             payload = route.message.model_validate_json(raw.body)
         except ValidationError as exc:
             reason = _validation_reason(exc)
-            await self.dead_letter(message, reason)
+            await self.dead_letter(message, reason, route=key)
             if raw.reply_to:
                 await self._reply(
                     message,
@@ -408,7 +452,7 @@ class Bus:
                     message, route, ErrorCode.IDEMPOTENCY_KEY_REUSED, reason, message_id=message_id
                 )
                 if not issubclass(route.message, Command):  # nobody to answer: keep it
-                    await self.dead_letter(message, f"idempotency_key_reused: {reason}")
+                    await self.dead_letter(message, f"idempotency_key_reused: {reason}", route=key)
                 else:
                     await message.ack()
                 return "refused"
@@ -495,13 +539,25 @@ class Bus:
             raw.reply_to or "",
         )
 
-    async def dead_letter(self, message: RabbitMessage, reason: str) -> None:
-        """Move a message to ``reseller.dlx`` with the reason in its headers, then ack it."""
+    async def dead_letter(self, message: RabbitMessage, reason: str, *, route: str) -> None:
+        """Move a message to ``reseller.dlx`` with the reason in its headers, keep a copy
+        (``keeper``: what operations list, replay and discard, with ``route``, the routing
+        key of the route that consumed it), then ack it.
+
+        Order: keep, publish, ack. The kept copy comes first because it is the one
+        operations act on; if the store is down (or slow: it gives up after
+        ``KEEP_TIMEOUT_SECONDS``) the failure is logged and the publication still happens,
+        and the ack waits for the broker's confirm. If the publication fails after the copy
+        was kept, the kept copy is enough and the delivery is acked; if both fail,
+        ``BrokerUnavailable`` is raised and nothing is acked: RabbitMQ keeps the message.
+        A crash between the steps leaves it unacked: redelivered, kept again (the same
+        document) and published again (the record may show it twice, never zero times)."""
         raw = message.raw_message
         origin = origin_of(
             raw, own_user_id=self.identity.user_id, routing_key=raw.routing_key or ""
         )
-        headers = _copied_headers(raw.headers)
+        kept = await keep_copy(self.keeper, raw, origin, reason, route=route)
+        headers = copied_headers(raw.headers)
         headers.update(
             {
                 "x-death-reason": reason[:4000],
@@ -512,14 +568,40 @@ class Bus:
                 "x-rejected-at": self.clock.now().isoformat(),
             }
         )
-        await self.link.publish(
-            self.topology.dead_letters.name,
-            _copy(raw, headers=headers, user_id=self.identity.user_id),
-            origin.routing_key,
-        )
+        try:
+            await self.link.publish(
+                self.topology.dead_letters.name,
+                _copy(raw, headers=headers, user_id=self.identity.user_id),
+                origin.routing_key,
+            )
+        except BrokerUnavailable as exc:
+            if not kept:
+                raise
+            log.error("dead_letter_not_parked", error=str(exc), kept=True)
         await message.ack()
         metrics.DEAD_LETTERED.labels(self.service, origin.routing_key).inc()
-        log.warning("message_dead_lettered", reason=reason)
+        log.warning("message_dead_lettered", reason=reason, kept=kept)
+
+
+async def keep_copy(
+    keeper: DeadLetterKeeping | None,
+    raw: AbstractIncomingMessage,
+    origin: Origin,
+    reason: str,
+    *,
+    route: str,
+) -> bool:
+    """Keep a copy of a dead letter; False (logged) when there is no keeper or the store
+    failed: the dead letter then lives in ``reseller.dead-letters`` only."""
+    if keeper is None:
+        return False
+    try:
+        async with asyncio.timeout(KEEP_TIMEOUT_SECONDS):
+            await keeper.keep(raw, origin, reason, route=route, attempts=origin.retries + 1)
+    except Exception as exc:
+        log.error("dead_letter_not_kept", error=f"{type(exc).__name__}: {exc}"[:500])
+        return False
+    return True
 
 
 def origin_of(raw: AbstractIncomingMessage, *, own_user_id: str, routing_key: str) -> Origin:
@@ -541,7 +623,7 @@ def origin_of(raw: AbstractIncomingMessage, *, own_user_id: str, routing_key: st
     )
 
 
-def _copied_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+def copied_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """A delivery's headers without those the broker set (``x-death``...)."""
     return {
         name: value
@@ -571,6 +653,48 @@ def _copy(
         user_id=user_id,
         app_id=raw.app_id,
     )
+
+
+def replayed_delivery(
+    *,
+    body: bytes,
+    message_id: str,
+    correlation_id: str | None,
+    publisher: str | None,
+    exchange: str,
+    routing_key: str,
+    headers: dict[str, Any],
+    content_type: str | None,
+) -> RabbitMessage:
+    """The delivery RabbitMQ made of a kept dead letter, to run it again (``Bus.rerun``).
+
+    ``user_id`` is the publisher RabbitMQ validated the first time (never anyone's say-so
+    now), so the consumer judges it exactly as it judged the original. No ``reply_to``: the
+    requester is long gone (a refused command publishes ``command.rejected`` instead). It
+    is built with ``no_ack``: acking or nacking it is a no-op, there being no delivery to
+    settle; a retry it needs goes through the delay queues like any other."""
+    properties = Basic.Properties(
+        content_type=content_type,
+        headers=headers,
+        delivery_mode=PERSISTENT.value,
+        correlation_id=correlation_id,
+        message_id=message_id or None,
+        user_id=publisher,
+    )
+    delivered = DeliveredMessage(
+        delivery=Basic.Deliver(
+            consumer_tag="replay",
+            delivery_tag=0,
+            redelivered=True,
+            exchange=exchange,
+            routing_key=routing_key,
+        ),
+        header=ContentHeader(body_size=len(body), properties=properties),
+        body=body,
+        channel=cast(Any, None),  # never used: a no_ack delivery is never settled
+    )
+    raw = aio_pika.IncomingMessage(delivered, no_ack=True)
+    return KeptMessage(raw, body, headers=headers, message_id=message_id or None)
 
 
 def _int(value: object) -> int:

@@ -21,6 +21,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.schemas import Channel
 
 from shared.basics.clock import Clock, SystemClock
+from shared.runtime.dead_letters import DeadLetter, DeadLetterKeeper, unknown_dead_letter
 from shared.runtime.http import add_edge, admin_app
 from shared.runtime.identity import BrokerIdentity
 from shared.runtime.inbox import Inbox
@@ -123,6 +124,14 @@ class Runtime:
             claim_seconds=settings.outbox_claim_seconds,
             name=f"{self.role}:{relay_id()}",
         )
+        # Every consumer keeps what it dead-letters and answers deadletter.* for its role.
+        self.dead_letters = DeadLetterKeeper(
+            self.store("dead_letters", DeadLetter, unknown=unknown_dead_letter),
+            service=self.role,
+            bus=self.bus,
+            clock=self.clock,
+        )
+        self.bus.keeper = self.dead_letters
         self._tasks: list[asyncio.Task[Any]] = []
         self.periodic: dict[str, Callable[[datetime], Awaitable[object]]] = {}
         self.routing_keys: list[str] = []
@@ -137,20 +146,24 @@ class Runtime:
         await self.topology.declare(self.broker)
         await self.bus.open()  # publishing and replies: before any handler runs
         await self.inbox.create_indexes()
+        await self.dead_letters.create_indexes()
         if wiring.setup is not None:
             await wiring.setup()
-        await self.relay.watch([store.collection for store in wiring.outboxes])
-        for route in wiring.routes:
+        outboxes = [*wiring.outboxes, self.dead_letters.store]  # the replay/discard audits
+        await self.relay.watch([store.collection for store in outboxes])
+        routes = [*wiring.routes, *self.dead_letters.routes()]
+        self.dead_letters.consumers = {route.message.ROUTING_KEY: route for route in routes}
+        for route in routes:
             self.bus.subscribe(route)
         await self.broker.start()
         self.periodic = {"inbox_purge": self.purge_inbox, **wiring.periodic}
-        self.routing_keys = [route.message.ROUTING_KEY for route in wiring.routes]
+        self.routing_keys = [route.message.ROUTING_KEY for route in routes]
         self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.service}:relay"))
         for name, tick in self.periodic.items():
             self._tasks.append(
                 asyncio.create_task(self._every(name, tick), name=f"{self.service}:{name}")
             )
-        log.info("service_started", routes=[r.message.ROUTING_KEY for r in wiring.routes])
+        log.info("service_started", routes=self.routing_keys)
 
     async def purge_inbox(self, now: datetime) -> int:
         retention = timedelta(days=self.settings.inbox_retention_days)

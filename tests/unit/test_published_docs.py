@@ -160,10 +160,14 @@ async def test_dead_letter_headers_documented_are_the_ones_set() -> None:
         service="orders",
         identity=SimpleNamespace(user_id="orders"),
         clock=FixedClock(datetime(2026, 3, 10, tzinfo=UTC)),
+        keeper=None,
     )
     message = Message()
     await Bus.dead_letter(
-        cast(Bus, bus), cast(RabbitMessage, message), "invalid message: body: not JSON"
+        cast(Bus, bus),
+        cast(RabbitMessage, message),
+        "invalid message: body: not JSON",
+        route="order.place",
     )
     assert message.acked
     [sent] = published
