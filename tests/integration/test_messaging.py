@@ -433,17 +433,18 @@ async def test_the_inbox_forgets_old_replies_but_a_late_resend_still_acts_once(
 async def test_each_service_relays_the_outboxes_it_names_and_scans_them_by_an_index(
     system: System,
 ) -> None:
-    """``Wiring.outboxes`` is the relay's whole list: each aggregate collection, indexed on
-    ``outbox_pending`` (every save and every poll looks for it)."""
+    """``Wiring.outboxes`` and the kept dead letters (their replay and discard audits) are
+    the relay's whole list: each aggregate collection, indexed on ``outbox_pending`` (every
+    save and every poll looks for it)."""
     relayed = {
         name: sorted(collection.name for collection in runtime.relay.collections)
         for name, runtime in system.runtimes.items()
     }
     assert relayed == {
-        "quotes": ["quotes"],
-        "orders": ["api_keys", "order_lines"],
-        "credits": ["accounts"],
-        "licensing": ["customers"],
+        "quotes": ["dead_letters", "quotes"],
+        "orders": ["api_keys", "dead_letters", "order_lines"],
+        "credits": ["accounts", "dead_letters"],
+        "licensing": ["customers", "dead_letters"],
     }
     for runtime in system.runtimes.values():
         for collection in runtime.relay.collections:
