@@ -16,6 +16,9 @@ from services.orders.domain import OrderLine
 from shared.contracts.api_keys import CreateApiKey
 from shared.runtime.store import Document, DocumentStore
 
+#: Ids per batch when a page's total is counted: the whole count in one round trip.
+TOTAL_BATCH = 10_000
+
 
 class OrderStore:
     def __init__(
@@ -52,7 +55,11 @@ class OrderStore:
         offset: int,
     ) -> tuple[list[OrderLine], int]:
         """One page of the reseller's lines, newest first, and how many match in all: an
-        indexed range on (reseller_id, placed_at), then a skip and a limit."""
+        indexed range on (reseller_id, placed_at), then a skip and a limit.
+
+        The total is the number of matching ids, read in one batch: on the embedded store
+        ``count_documents`` (an aggregation) costs about five times as much (240 ms against
+        45 ms for 1,000 lines; bench/lines_page)."""
         query: dict[str, str] = {"reseller_id": reseller_id}
         if space is not None:
             query["space"] = space
@@ -60,9 +67,10 @@ class OrderStore:
             query["status"] = status
         cursor = self.lines.collection.find(query).sort("placed_at", DESCENDING).skip(offset)
         if limit is not None:
-            cursor = cursor.limit(limit)
+            cursor = cursor.limit(limit).batch_size(limit)
         lines = [OrderLine.model_validate(doc) async for doc in cursor]
-        return lines, await self.lines.collection.count_documents(query)
+        ids = self.lines.collection.find(query, {"_id": 1}).batch_size(TOTAL_BATCH)
+        return lines, len(await ids.to_list())
 
     async def list_for(self, reseller_id: str) -> list[OrderLine]:
         cursor = self.lines.collection.find({"reseller_id": reseller_id}).sort(

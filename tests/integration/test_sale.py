@@ -278,3 +278,30 @@ async def test_l1_license_status_gives_the_highest_edition(system: System) -> No
     status = await system.client.ok("license.status", {"customer_email": "MULTI@example.com"})
     assert (status["edition"], status["status"], status["support"]) == ("premium", "active", True)
     assert sorted(p["edition"] for p in status["plans"]) == ["premium", "starter"]
+
+
+async def test_o9_order_list_pages_newest_first_with_filters_and_totals(system: System) -> None:
+    """``order.list`` with ``space``, ``status``, ``limit`` and ``offset`` (the reseller
+    space's lines page): one page, newest first, and the total of what matches."""
+    placed = []
+    for _ in range(5):
+        placed.append((await place(system, "r-pages"))["order_id"])
+        system.clock.advance(timedelta(minutes=1))
+    personal = (
+        await place(system, "r-pages", space="personal", reseller_email="me@pages.example")
+    )["order_id"]
+    await system.client.ok("order.cancel", {"reseller_id": "r-pages", "order_id": placed[1]})
+    newest_first = placed[::-1]
+
+    async def page(**query: object) -> tuple[list[str], int]:
+        listed = await system.client.ok("order.list", {"reseller_id": "r-pages", **query})
+        return [line["order_id"] for line in listed["orders"]], listed["total"]
+
+    assert await page(space="reseller", limit=2) == (newest_first[:2], 5)
+    assert await page(space="reseller", limit=2, offset=2) == (newest_first[2:4], 5)
+    assert await page(space="reseller", limit=2, offset=4) == (newest_first[4:], 5)
+    assert await page(space="reseller", limit=2, offset=6) == ([], 5)
+    awaiting = [o for o in newest_first if o != placed[1]]
+    assert await page(space="reseller", status="awaiting_proof", limit=10) == (awaiting, 4)
+    assert await page(status="cancelled", limit=10) == ([placed[1]], 1)
+    assert await page(space="personal", limit=10) == ([personal], 1)
