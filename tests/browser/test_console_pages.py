@@ -24,7 +24,8 @@ from shared.runtime.service import Runtime, http_app
 from shared.runtime.settings import Settings
 from shared.runtime.web import hash_password
 from testkit.broker import purge_queues
-from tests.browser.harness import CHROMIUM_ARGS, SCREENSHOTS, _serve, chromium_path, minimal_pdf
+from testkit.proofs import minimal_pdf
+from tests.browser.harness import CHROMIUM_ARGS, SCREENSHOTS, _serve, chromium_path
 from tests.integration.console_support import eventually
 from tests.support.flows import bound_order, place, upload
 from tests.support.system import System, running_system

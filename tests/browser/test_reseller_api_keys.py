@@ -8,7 +8,8 @@ import re
 import httpx
 from playwright.async_api import expect
 
-from tests.browser.harness import Web, minimal_pdf
+from testkit.proofs import minimal_pdf
+from tests.browser.harness import Web
 
 
 async def upload_with(web: Web, key: str, order_id: str) -> httpx.Response:

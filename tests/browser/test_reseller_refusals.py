@@ -8,7 +8,8 @@ from pathlib import Path
 
 from playwright.async_api import Page, expect
 
-from tests.browser.harness import Web, minimal_pdf, sign_in
+from testkit.proofs import minimal_pdf
+from tests.browser.harness import Web, sign_in
 
 
 async def _order(page: Page, web: Web, choice: str = "starter:monthly") -> str:

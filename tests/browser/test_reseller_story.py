@@ -12,7 +12,8 @@ import httpx
 from playwright.async_api import expect
 
 from shared.basics.clock import add_months
-from tests.browser.harness import PASSWORD, Web, minimal_pdf, sign_in
+from testkit.proofs import minimal_pdf
+from tests.browser.harness import PASSWORD, Web, sign_in
 
 EMAIL = "sales@acme-it.example"
 CUSTOMER = "it@customer.example"
