@@ -14,9 +14,15 @@ from typing import Any
 
 import pytest
 
+from services.orders.domain import order_id_for
+from shared.runtime.settings import Settings
 from tests.integration.console_support import Console, eventually, running_console
+from tests.support.dead_letters import (
+    placement_dead_lettered_while_credits_is_down,
+    quick_to_give_up,
+)
 from tests.support.flows import PNG, bound_order, place, upload
-from tests.support.system import System
+from tests.support.system import System, running_system
 
 pytestmark = pytest.mark.integration
 SCRIPT = shutil.which("xo-reseller", path=str(Path(sys.executable).parent)) or "xo-reseller"
@@ -161,3 +167,47 @@ async def test_queues_and_exit_codes_for_scripts(system: System) -> None:
         assert code == 3 and "no answer" in err
         code, _, _ = await cli(system, "review", "frobnicate")
         assert code == 2
+
+
+async def test_dlq_lists_and_replays_a_placement_kept_while_credits_was_down(
+    settings: Settings,
+) -> None:
+    """A real dead letter: ``order.place`` past its retries while credits was down. Once
+    credits is back, ``dlq replay`` places the line once; a second replay is a duplicate."""
+    async with running_system(quick_to_give_up(settings)) as system:
+        message_id = await placement_dead_lettered_while_credits_is_down(system, "r-dlq")
+        code, letters, _ = await cli(system, "dlq", "list", "--service", "orders")
+        assert code == 0
+        [letter] = letters
+        assert letter["message_id"] == message_id
+        assert letter["routing_key"] == "order.place"
+        assert letter["reason"].startswith("retries_exhausted: 4 attempts")
+        assert "UpstreamUnavailable" in letter["reason"]  # credits did not answer
+        assert letter["publisher"] == f"{settings.amqp_user_prefix}storefront"
+        assert letter["attempts"] == 4
+
+        code, results, _ = await cli(system, "dlq", "replay", "orders", message_id)
+        assert code == 0
+        assert results == [
+            {"service": "orders", "message_id": message_id, "status": "replayed", "outcome": "ok"}
+        ]
+        lines = await system.client.ok("order.list", {"reseller_id": "r-dlq"})
+        assert [line["order_id"] for line in lines["orders"]] == [order_id_for("r-dlq", message_id)]
+        audit = await system.client.wait_event(
+            "deadletter.replayed", lambda b: b["message_id"] == message_id
+        )
+        assert audit["operator"].startswith("cli-tester") and audit["outcome"] == "ok"
+
+        code, results, _ = await cli(system, "dlq", "replay", "orders", message_id)
+        assert code == 0 and results[0]["outcome"] == "duplicate"
+        lines = await system.client.ok("order.list", {"reseller_id": "r-dlq"})
+        assert len(lines["orders"]) == 1  # applied once
+        code, letters, _ = await cli(system, "dlq", "list", "--service", "orders")
+        assert (code, letters) == (0, [])
+        code, letters, _ = await cli(system, "dlq", "list", "--service", "orders", "--all")
+        assert code == 0
+        assert [(d["status"], d["replays"], d["last_outcome"]) for d in letters] == [
+            ("replayed", 2, "duplicate")
+        ]
+        code, results, _ = await cli(system, "dlq", "replay", "orders", "no-such-id")
+        assert code == 1 and results[0]["outcome"] == "unknown_dead_letter"

@@ -66,27 +66,41 @@ class System:
         transport = httpx.ASGITransport(app=self.apps[service])
         return httpx.AsyncClient(transport=transport, base_url=f"http://{service}")
 
+    async def start(self, service: str) -> Runtime:
+        runtime = Runtime(service, self.settings, self.clock)
+        wiring = WIRES[service](runtime)
+        self.apps[service] = http_app(runtime, wiring, title=service)
+        await runtime.start(wiring)
+        self.runtimes[service] = runtime
+        return runtime
+
+    @asynccontextmanager
+    async def stopped(self, service: str) -> AsyncIterator[None]:
+        """``service`` is down (its process gone, its queues and data kept) while the block
+        runs; then a fresh process of it starts, as the launcher would restart it."""
+        await self.runtimes.pop(service).stop()
+        try:
+            yield
+        finally:
+            await self.start(service)
+
 
 @asynccontextmanager
 async def running_system(
     settings: Settings, *, services: tuple[str, ...] = tuple(WIRES), start: datetime | None = None
 ) -> AsyncIterator[System]:
     clock = FixedClock(start or datetime.now(UTC))
+    running: dict[str, Runtime] = {}  # the system's own: what runs now (System.stopped)
     started: list[Runtime] = []
     try:
         users = read_users(settings.users_file())
         async with ContractClient(settings.amqp_url, settings.amqp_namespace, users) as client:
-            system = System(settings=settings, clock=clock, client=client)
+            system = System(settings=settings, clock=clock, client=client, runtimes=running)
             for name in services:
-                runtime = Runtime(name, settings, clock)
-                wiring = WIRES[name](runtime)
-                system.apps[name] = http_app(runtime, wiring, title=name)
-                await runtime.start(wiring)
-                started.append(runtime)
-                system.runtimes[name] = runtime
+                started.append(await system.start(name))
             yield system
     finally:
-        for runtime in reversed(started):
+        for runtime in reversed(list(running.values())):
             await runtime.stop()
         consumed = [
             runtime.topology.queue(runtime.service, route).name
