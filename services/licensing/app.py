@@ -10,6 +10,7 @@ from services.licensing import handlers, http
 from services.licensing.domain.customer import Customer, unknown_customer
 from services.licensing.domain.policy import Policy
 from services.licensing.domain.rate_limits import RegistrationLimits
+from services.licensing.licence_cache import LicenceCache
 from services.licensing.signing import LicenceSigner, generate_private_key_b64
 from services.licensing.store import LicensingStore
 from shared.basics.catalogue import load_catalogue
@@ -44,6 +45,10 @@ def wire(runtime: Runtime) -> Wiring:
         generate_private_key_b64,
     )
     customers = runtime.store("customers", Customer, unknown=unknown_customer)
+    licences = LicenceCache(
+        ttl=settings.license_cache_seconds, max_entries=settings.license_cache_entries
+    )
+    licences.follow(customers)
     store = LicensingStore(customers, runtime.db)
     deps = handlers.LicensingDeps(
         store=store,
@@ -55,6 +60,7 @@ def wire(runtime: Runtime) -> Wiring:
             per_source=settings.registration_attempts_per_source,
             per_email=settings.registration_attempts_per_email,
         ),
+        licences=licences,
     )
     return Wiring(
         routes=[

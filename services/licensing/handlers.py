@@ -19,8 +19,9 @@ from services.licensing.domain.rate_limits import (
     source_key,
     too_many_attempts,
 )
-from services.licensing.domain.registration import admit, invalid_registration
-from services.licensing.domain.views import licence_claims, status_view
+from services.licensing.domain.registration import admit, customer_key_of, invalid_registration
+from services.licensing.domain.views import Licensee, licence_claims, status_view
+from services.licensing.licence_cache import LicenceCache
 from services.licensing.signing import LicenceSigner
 from services.licensing.store import LicensingStore
 from shared.basics.clock import Clock
@@ -62,6 +63,9 @@ class LicensingDeps:
     policy: Policy
     clock: Clock
     limits: RegistrationLimits = field(default_factory=RegistrationLimits)
+    # The licence check's views, per process; ``app.wire`` makes every customer save of
+    # this process forget its entry.
+    licences: LicenceCache = field(default_factory=LicenceCache)
 
 
 # --- plan events (L1, O7) -------------------------------------------------------------
@@ -241,19 +245,40 @@ async def register_appliance(
 async def appliance_licence(
     appliance_id: str, secret: str, *, deps: LicensingDeps
 ) -> ApplianceLicense:
-    """``GET /v1/appliances/{id}/license`` (L4): status, reason, edition, signed licence."""
-    customer = await deps.store.customer_for_secret(secret)
-    if customer is None or not customer.secret_matches(appliance_id, secret):
+    """``GET /v1/appliances/{id}/license`` (L4): status, reason, edition, signed licence.
+
+    The customer's ``LicenceView`` comes from this process's cache (at most
+    ``LICENSE_CACHE_SECONDS`` old, ``licence_cache``) or from one indexed read; the
+    secret is checked against it on every request, and only a view whose secret matched
+    is cached. The entitlement is computed now; the licence signed for that same
+    entitlement from the same cached view is handed out again, else one is signed."""
+    key = customer_key_of(secret)
+    if key is None:
         bad_credentials()
-    entitlement, licence = _signed_licence(customer, appliance_id, deps)
-    return ApplianceLicense(
+    view = deps.licences.get(key)
+    if view is None:
+        generation = deps.licences.generation
+        view = await deps.store.licence_view(key)
+        if view is None or not view.secret_matches(appliance_id, secret):
+            bad_credentials()
+        deps.licences.put(key, view, generation=generation)
+    elif not view.secret_matches(appliance_id, secret):
+        bad_credentials()
+    now = deps.clock.now()
+    entitlement = view.appliance_entitlement(appliance_id, now, deps.policy)
+    signed = deps.licences.signed(key, appliance_id, entitlement, now)
+    if signed is not None:
+        return signed
+    answer = ApplianceLicense(
         status=entitlement.status,
         reason=entitlement.reason,
         edition=entitlement.edition,
         valid_until=entitlement.valid_until,
         support=entitlement.support,
-        license=licence,
+        license=_signature(view, appliance_id, entitlement, now, deps),
     )
+    deps.licences.keep_signed(key, appliance_id, entitlement, now, answer)
+    return answer
 
 
 def _signed_licence(
@@ -262,10 +287,21 @@ def _signed_licence(
     """What the appliance may unlock now, and the licence that says so, signed (L3)."""
     now = deps.clock.now()
     entitlement = customer.appliance_entitlement(appliance_id, now, deps.policy)
+    return entitlement, _signature(customer, appliance_id, entitlement, now, deps)
+
+
+def _signature(
+    licensee: Licensee,
+    appliance_id: str,
+    entitlement: Entitlement,
+    now: datetime,
+    deps: LicensingDeps,
+) -> str:
+    """The signed licence of ``entitlement`` at ``now`` (L3)."""
     claims = licence_claims(
-        customer, appliance_id, entitlement, now, deps.policy, key_id=deps.signer.key_id
+        licensee, appliance_id, entitlement, now, deps.policy, key_id=deps.signer.key_id
     )
-    return entitlement, deps.signer.sign(claims)
+    return deps.signer.sign(claims)
 
 
 # --- periodic jobs (L6, L2) ---------------------------------------------------------------

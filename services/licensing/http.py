@@ -6,7 +6,7 @@ the OpenAPI generator resolves ``router``'s ``deps`` annotation to build a place
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.licensing import handlers
@@ -56,6 +56,7 @@ def router(deps: LicensingDeps) -> APIRouter:
     @routes.get(
         "/appliances/{appliance_id}/license",
         summary="Which edition this appliance may unlock",
+        response_model=ApplianceLicense,
         responses={
             401: _error("invalid_appliance_credentials"),
             422: _error("invalid_request: not an appliance id"),
@@ -72,9 +73,11 @@ def router(deps: LicensingDeps) -> APIRouter:
             ),
         ],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> ApplianceLicense:
+    ) -> Response:
+        # Serialised by its own model, once: the framework would validate it again first.
         secret = credentials.credentials if credentials else ""
-        return await handlers.appliance_licence(appliance_id, secret, deps=deps)
+        answer = await handlers.appliance_licence(appliance_id, secret, deps=deps)
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @routes.get("/public-key", summary="The Ed25519 keys that verify licences offline")
     async def public_key() -> PublicKeys:

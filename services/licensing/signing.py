@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
@@ -46,6 +46,11 @@ def generate_private_key_b64() -> str:
 class LicenceSigner:
     private_key: Ed25519PrivateKey
     previous_public_keys: tuple[Ed25519PublicKey, ...] = ()
+    # A digest of the public key: computed once, every licence check names it.
+    key_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_id", key_id_of(self.private_key.public_key()))
 
     @classmethod
     def from_base64(
@@ -59,10 +64,6 @@ class LicenceSigner:
             for k in previous_public_b64 or []
         )
         return cls(Ed25519PrivateKey.from_private_bytes(raw), previous)
-
-    @property
-    def key_id(self) -> str:
-        return key_id_of(self.private_key.public_key())
 
     def sign(self, claims: LicenceClaims) -> str:
         """The licence of ``claims``, which name this signer's key: compact JSON with sorted

@@ -3,7 +3,9 @@ attempt counters.
 
 A licence check finds the customer by the key that prefixes the appliance secret: one
 indexed read on a top-level field (the embedded server cannot query into arrays of
-subdocuments, so appliances are never looked up inside the customer documents).
+subdocuments, so appliances are never looked up inside the customer documents), of the
+fields it needs only (``LicenceView``), and at most once per ``LICENSE_CACHE_SECONDS``
+per process (``licence_cache``).
 
 Attempt counters are single documents updated with an atomic ``$inc`` upsert, so every
 replica of the service counts against the same number; each expires two windows after
@@ -20,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.licensing.domain.customer import Customer
+from services.licensing.domain.licence_view import LICENCE_FIELDS, LicenceView
 from services.licensing.domain.rate_limits import window_index
 from services.licensing.domain.registration import digest
 from shared.runtime.store import Document, DocumentStore
@@ -75,14 +78,12 @@ class LicensingStore:
         doc = await self.customers.collection.find_one({"_id": email}, {"tokens": 1})
         return None if doc is None else Customer(id=email, tokens=doc.get("tokens") or [])
 
-    async def customer_for_secret(self, secret: str) -> Customer | None:
-        """The customer an appliance secret names (``<customer key>.<random>``): one
-        indexed read; the secret itself is then checked against the appliance's digest."""
-        key, dot, _ = secret.partition(".")
-        if not dot:
-            return None
-        doc = await self.customers.collection.find_one({"key": key[:64]})
-        return None if doc is None else self.customers.model.model_validate(doc)
+    async def licence_view(self, key: str) -> LicenceView | None:
+        """What a licence check needs of the customer whose key prefixes an appliance
+        secret: one indexed read of the fields it uses (``LICENCE_FIELDS``); the secret
+        itself is then checked against the appliance's digest."""
+        doc = await self.customers.collection.find_one({"key": key}, LICENCE_FIELDS)
+        return None if doc is None else LicenceView.model_validate(doc)
 
     async def due_for_check(self, now: datetime, *, batch: int = 500) -> AsyncIterator[str]:
         """Emails of customers with a warning, an expiry or a change of edition due by

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     license_expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
     # A signed licence is valid offline at most this long, and never past plan end + grace.
     license_offline_days: int = Field(default=30, ge=1)
+    # The licence check's per-process cache: a customer's licence view is served at most
+    # this many seconds after it was read, so a change saved by another replica (a
+    # suspension, a move, a new plan) reaches every answer within it (0: no cache); at
+    # most this many customers are kept per process (least recently used out).
+    license_cache_seconds: float = Field(default=2.0, ge=0)
+    license_cache_entries: int = Field(default=10_000, ge=1)
 
     # The reseller space (services/reseller_space): where its pages are reached (links in
     # invitations and password resets), the orders HTTP API it uploads proofs to (unset:

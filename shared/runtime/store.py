@@ -184,6 +184,13 @@ class DocumentStore(Generic[A]):
         self.unknown = unknown
         self._on_saved = on_saved
         self._writing: dict[str, tuple[asyncio.Lock, int]] = {}  # aggregate id -> (lock, users)
+        self._changed: list[Callable[[A], None]] = []
+
+    def on_change(self, listener: Callable[[A], None]) -> None:
+        """Call ``listener`` with each aggregate ``mutate`` saved in this process, once it
+        is saved: a read cache of the same process forgets it at once (licensing's licence
+        check). Other processes' saves are not seen here: such a cache bounds its age."""
+        self._changed.append(listener)
 
     async def get(self, aggregate_id: str) -> A | None:
         doc = await self.collection.find_one({"_id": aggregate_id})
@@ -273,16 +280,21 @@ class DocumentStore(Generic[A]):
             aggregate.mark_applied(message_id)
             if is_new:
                 if await self.insert(aggregate):
-                    return Saved(aggregate, decision)
+                    return self._saved(aggregate, decision)
                 continue
             try:
                 await self.save(aggregate)
-                return Saved(aggregate, decision)
+                return self._saved(aggregate, decision)
             except Conflict:
                 metrics.SAVE_CONFLICTS.labels(self.model.__name__).inc()
                 # Jittered back-off: racing writers spread out instead of colliding again.
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise Conflict(f"{self.model.__name__} {aggregate_id}: too many concurrent writers")
+
+    def _saved(self, aggregate: A, decision: T) -> Saved[A, T]:
+        for listener in self._changed:
+            listener(aggregate)
+        return Saved(aggregate, decision)
 
 
 Publish = Callable[[OutboxEntry], Awaitable[None]]

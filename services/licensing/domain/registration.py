@@ -108,6 +108,13 @@ def appliance_secret(customer_key: str, random_part: str) -> str:
     return f"{customer_key}.{random_part}"
 
 
+def customer_key_of(secret: str) -> str | None:
+    """The customer key an appliance secret starts with (``<key>.<random>``), or None for
+    a string that is no appliance secret. Bounded: a key is 32 hex characters."""
+    key, dot, _ = secret.partition(".")
+    return key[:64] if dot and key else None
+
+
 def secret_matches(appliance: Appliance | None, secret: str) -> bool:
     """Constant time, and the same work for an unknown appliance."""
     expected = appliance.secret_hash if appliance else DUMMY_HASH

@@ -4,6 +4,7 @@ and the claims of a signed licence (L3). Read-only. No I/O."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from services.licensing.domain.appliances import Appliance
 from services.licensing.domain.customer import Customer
@@ -15,6 +16,17 @@ from shared.contracts.licensing import (
     LicenseStatusResult,
     PlanEntitlementView,
 )
+
+
+class Licensee(Protocol):
+    """Whom a licence is for: the ``Customer`` aggregate, or its ``LicenceView``."""
+
+    @property
+    def email(self) -> str: ...
+
+    def appliance_entitlement(
+        self, appliance_id: str, now: datetime, policy: Policy
+    ) -> Entitlement: ...
 
 
 def status_view(customer: Customer, now: datetime, policy: Policy) -> LicenseStatusResult:
@@ -68,7 +80,7 @@ def _appliance_view(
 
 
 def licence_claims(
-    customer: Customer,
+    customer: Licensee,
     appliance_id: str,
     entitlement: Entitlement,
     now: datetime,
