@@ -8,7 +8,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from pydantic import AwareDatetime, BaseModel
 
-from services.orders.pricing import credit_note, fix_price
+from services.orders.pricing import fix_price
 from shared.basics.clock import add_months
 from shared.basics.errors import ErrorCode, Refused
 from shared.basics.money import Money
@@ -346,7 +346,7 @@ class OrderLine(Aggregate):
     ) -> Money:
         """Reserve this bound, active line for one upgrade; value its remaining time.
 
-        The credit note (``pricing.credit_note``: the remaining time's share of what the
+        The credit note (``OrderPrice.credit_note_at``: the remaining time's share of what the
         plan was really paid) is frozen now, so a retried command agrees.
         """
         self.check_owner(reseller_id)
@@ -379,7 +379,7 @@ class OrderLine(Aggregate):
                 ErrorCode.UPGRADE_IN_PROGRESS,
                 f"order {self.id} already has a pending upgrade: {self.upgraded_by}",
             )
-        note = credit_note(self.price, start=self.period_start, end=self.period_end, now=now)
+        note = self.price.credit_note_at(start=self.period_start, end=self.period_end, now=now)
         self.upgraded_by = upgrade_order_id
         self.pending_credit_note = note
         self.upgrade_started_at = now

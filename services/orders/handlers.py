@@ -21,7 +21,6 @@ from services.orders.domain import (
     order_id_for,
     require_reseller_email,
 )
-from services.orders.pricing import credit_wanted
 from services.orders.proofs import check_proof, proof_filename
 from services.orders.store import OrderStore
 from shared.basics.catalogue import Catalogue
@@ -111,7 +110,7 @@ async def _open_line(
             reseller_id=quote.reseller_id,
             order_id=order_id,
             space=quote.space,
-            wanted=credit_wanted(quote, note),
+            wanted=quote.upgrade_due(note),
             use_credit=use_credit,
             first_sale_requested=quote.first_sale,
         ),

@@ -1,5 +1,8 @@
-"""An order line's money (O1, O7, Q4, C4): its price at placement and an upgrade's credit
-note. Pure arithmetic on ``Money``; the ``OrderLine`` asks, and records the answer.
+"""An order line's money (O1, O7, Q4, C4): its price at placement. Pure arithmetic on
+``Money``; the ``OrderLine`` asks, and records the answer. The upgrade's credit note
+(``OrderPrice.credit_note_at``) and what an upgrade leaves to pay
+(``QuoteResult.upgrade_due``) live on the contract models, which the reseller space's
+preview computes with too.
 
 Quotes price an edition (services/quotes); orders never price on their own: they fix
 the line's price from the redeemed quote and what credits reserved for the order.
@@ -7,24 +10,10 @@ the line's price from the redeemed quote and what credits reserved for the order
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from fractions import Fraction
-
-from shared.basics.money import Money, round_half_up
+from shared.basics.money import Money
 from shared.contracts.credits import ReservationResult
 from shared.contracts.orders import OrderPrice
 from shared.contracts.quotes import QuoteResult
-
-
-def standard_discount(quote: QuoteResult) -> Money:
-    """The reseller discount of the quote, whether taken off now or deferred (Q4)."""
-    return quote.discount + quote.first_sale_credit
-
-
-def credit_wanted(quote: QuoteResult, credit_note: Money) -> Money:
-    """What balance credit may cover (C4): the amount after discount and credit note."""
-    after_discount = quote.list_price - standard_discount(quote)
-    return after_discount - credit_note.min(after_discount)
 
 
 def fix_price(quote: QuoteResult, reservation: ReservationResult, credit_note: Money) -> OrderPrice:
@@ -37,7 +26,7 @@ def fix_price(quote: QuoteResult, reservation: ReservationResult, credit_note: M
       the rest goes to the balance), then reserved balance credit (C4).
     """
     zero = Money.zero(quote.list_price.currency)
-    standard = standard_discount(quote)
+    standard = quote.standard_discount()
     if reservation.first_sale:
         return OrderPrice(
             list_price=quote.list_price,
@@ -59,16 +48,3 @@ def fix_price(quote: QuoteResult, reservation: ReservationResult, credit_note: M
         credit_note=note,
         credit_note_excess=credit_note - note,
     )
-
-
-def credit_note(price: OrderPrice, *, start: datetime, end: datetime, now: datetime) -> Money:
-    """What the rest of a plan is worth when it is upgraded (O7): remaining / period length
-    x what the plan was really paid (``OrderPrice.value``: cash, balance credit and credit
-    notes alike, net of the discount), half up (M3) on exact milliseconds."""
-    value = price.value()
-    share = Fraction(_ms(end - now), _ms(end - start))
-    return Money(amount=round_half_up(share * value.amount), currency=value.currency)
-
-
-def _ms(delta: timedelta) -> int:
-    return delta // timedelta(milliseconds=1)

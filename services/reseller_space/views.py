@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from fractions import Fraction
 
 from shared.basics.catalogue import FREE, Catalogue
-from shared.basics.money import Money, round_half_up
+from shared.basics.money import Money
 from shared.contracts.credits import BalanceResult, LotView
 from shared.contracts.orders import OrderLineView
 from shared.contracts.quotes import QuoteResult
@@ -169,14 +168,11 @@ def paid_editions(catalogue: Catalogue) -> list[str]:
 
 
 def credit_note_estimate(line: OrderLineView, now: datetime) -> Money | None:
-    """O7's credit note if the upgrade were confirmed now: remaining time / period length x
-    what the plan was really paid, half up. ``None`` once the plan ended."""
+    """O7's credit note if the upgrade were confirmed now (``OrderPrice.credit_note_at``, the
+    figure orders will record); ``None`` once the plan ended."""
     if line.period_start is None or line.period_end is None or now >= line.period_end:
         return None
-    ms = timedelta(milliseconds=1)
-    share = Fraction((line.period_end - now) // ms, (line.period_end - line.period_start) // ms)
-    value = line.price.value()
-    return Money(amount=round_half_up(share * value.amount), currency=value.currency)
+    return line.price.credit_note_at(start=line.period_start, end=line.period_end, now=now)
 
 
 def days_left(line: OrderLineView, now: datetime) -> int:
@@ -186,8 +182,6 @@ def days_left(line: OrderLineView, now: datetime) -> int:
 def upgrade_figures(quote: QuoteResult, estimate: Money | None) -> dict[str, Money]:
     """The preview of an upgrade: the new edition's standard discount (a first sale's
     deferred discount counts too) and what is due after the credit note, before any
-    balance credit."""
-    discount = quote.discount + quote.first_sale_credit
-    after_discount = quote.list_price - discount
-    note = (estimate or Money.zero(after_discount.currency)).min(after_discount)
-    return {"discount": discount, "due": after_discount - note}
+    balance credit (``QuoteResult.upgrade_due``, as orders will price it)."""
+    note = estimate or Money.zero(quote.list_price.currency)
+    return {"discount": quote.standard_discount(), "due": quote.upgrade_due(note)}

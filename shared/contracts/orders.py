@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from shared.basics.money import Money
+from shared.basics.money import Money, round_half_up
 from shared.contracts.base import Billing, Command, Event, Query, Space
 from shared.contracts.quotes import quote_or_edition
 
@@ -40,6 +42,19 @@ class OrderPrice(BaseModel):
         """What the reseller really pays for this plan, whatever the means (cash, balance
         credit, credit note): the price net of the reseller discount, first-sale included."""
         return self.list_price - self.discount - self.first_sale_credit
+
+    def credit_note_at(self, *, start: datetime, end: datetime, now: datetime) -> Money:
+        """What the rest of the plan is worth when it is upgraded at ``now`` (O7): remaining
+        / period length x ``value()``, half up (M3) on exact milliseconds; zero once ended.
+
+        On the contract model, so that the orders service (which records it) and the
+        reseller space (which previews it before the reseller confirms) compute one figure."""
+        if now >= end:
+            return Money.zero(self.list_price.currency)
+        value = self.value()
+        ms = timedelta(milliseconds=1)
+        share = Fraction((end - now) // ms, (end - start) // ms)
+        return Money(amount=round_half_up(share * value.amount), currency=value.currency)
 
 
 class ProofView(BaseModel):

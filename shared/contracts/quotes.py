@@ -53,6 +53,16 @@ class QuoteResult(BaseModel):
     )
     used_by_order: str | None = None
 
+    def standard_discount(self) -> Money:
+        """The reseller discount of the quote, whether taken off now or deferred (Q4)."""
+        return self.discount + self.first_sale_credit
+
+    def upgrade_due(self, credit_note: Money) -> Money:
+        """What an upgrade priced by this quote leaves to pay before balance credit (O7):
+        the price after the standard discount, less the credit note capped at it."""
+        after_discount = self.list_price - self.standard_discount()
+        return after_discount - credit_note.min(after_discount)
+
 
 class RequestQuote(Command):
     """``quote.request``: price an edition for a reseller's space (request/reply)."""
