@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.operations import StuckKind
 from shared.contracts.operations import StuckLineView as StuckLine
+from shared.runtime.web import WebSession, invalid_credentials
 
 ACTION_PREFIX = "action:"  # the log entries of the operators' own actions
 
@@ -362,6 +363,19 @@ class Operator(BaseModel):
     @property
     def email(self) -> str:
         return self.id
+
+
+def operator_closed(operator: Operator) -> Refused | None:
+    """A disabled operator is told what a wrong password is told."""
+    return invalid_credentials() if operator.disabled else None
+
+
+class OperatorSession(WebSession):
+    """An operator's signed-in browser (``shared.runtime.web``: the reseller space's rules)."""
+
+    ACCOUNT: ClassVar[str] = "operator"
+
+    operator: str = Field(description="The operator's email.")
 
 
 def new_operator(

@@ -22,11 +22,17 @@ from markupsafe import Markup, escape
 from pydantic import BaseModel
 
 from services.console import handlers
-from services.console.domain import LineState, format_age, format_money
+from services.console.domain import (
+    LineState,
+    OperatorSession,
+    format_age,
+    format_money,
+    operator_closed,
+)
 from services.console.handlers import ConsoleDeps
 from services.console.queues import QueueWatcher
 from shared.basics.emails import normalise_email
-from shared.basics.errors import ErrorCode, Refused
+from shared.basics.errors import ErrorCode, RateLimited, Refused
 from shared.contracts import REGISTRY, Command
 from shared.contracts.credits import BalanceResult, GetBalance, GetStatement, StatementResult
 from shared.contracts.identities import SERVICE_ROLES, WEB_FACE_ROLES
@@ -41,18 +47,21 @@ from shared.contracts.operations import (
     ReplayDeadLetter,
 )
 from shared.contracts.orders import GetOrder, OrderLineView
+from shared.runtime.http import STATUS_OF
 from shared.runtime.messaging import UpstreamUnavailable
 from shared.runtime.service import Runtime
 from shared.runtime.topology import DEAD_LETTERS_QUEUE
 from shared.runtime.web import (
+    AttemptCounters,
+    Passwords,
     SessionPolicy,
     Sessions,
     SignInLimits,
-    SignInPolicy,
     WebSession,
-    new_token,
-    same,
-    verify_password,
+    admit,
+    attempt_sign_in,
+    form_token,
+    form_token_ok,
 )
 
 HERE = Path(__file__).parent
@@ -84,23 +93,12 @@ class Pages:
         settings = runtime.settings
         self.deps = deps
         self.runtime = runtime
-        self.sessions = Sessions(
-            runtime.db["sessions"],
-            SessionPolicy(
-                idle=timedelta(minutes=settings.session_idle_minutes),
-                absolute=timedelta(hours=settings.session_max_hours),
-                cookie=COOKIE,
-                secure=settings.session_cookie_secure,
-            ),
-        )
-        self.limits = SignInLimits(
-            runtime.db["sign_in_failures"],
-            SignInPolicy(
-                window=timedelta(seconds=settings.sign_in_window_seconds),
-                per_source=settings.sign_in_attempts_per_source,
-                per_account_source=settings.sign_in_attempts_per_account,
-            ),
-        )
+        # The reseller space's rules (``shared.runtime.web``), with operators as accounts.
+        self.policy = SessionPolicy.of(settings)
+        self.limits = SignInLimits.of(settings)
+        self.passwords = Passwords()
+        self.sessions = Sessions(runtime.db["sessions"], OperatorSession)
+        self.attempts = AttemptCounters(runtime.db["sign_in_attempts"])
         self.queues = QueueWatcher(
             runtime.identity.url,
             settings.amqp_namespace,
@@ -112,18 +110,19 @@ class Pages:
 
     async def setup(self) -> None:
         await self.sessions.create_indexes()
-        await self.limits.create_indexes()
+        await self.attempts.create_indexes()
 
     async def purge(self, now: datetime) -> int:
-        return await self.sessions.purge(now) + await self.limits.purge(now)
+        return await self.sessions.purge(now) + await self.attempts.purge(now)
 
     # --- helpers -------------------------------------------------------------------------
 
     def now(self) -> datetime:
         return self.deps.clock.now()
 
-    async def session(self, request: Request) -> WebSession | None:
-        return await self.sessions.find(request.cookies.get(COOKIE), self.now())
+    async def session(self, request: Request) -> OperatorSession | None:
+        cookie = request.cookies.get(COOKIE)
+        return await self.sessions.live(cookie, now=self.now(), policy=self.policy)
 
     def to_signin(self, request: Request) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -139,7 +138,7 @@ class Pages:
     ) -> HTMLResponse:
         context.update(
             operator=session.subject if session else None,
-            csrf=session.csrf if session else "",
+            csrf=session.csrf_token if session else "",
             now=self.now(),
             has=lambda key: key in REGISTRY,
         )
@@ -166,7 +165,7 @@ class Pages:
         if session is None:
             return None, {}, self.to_signin(request)
         form = {k: str(v) for k, v in (await request.form()).items()}
-        if not same(form.get("csrf"), session.csrf):
+        if not session.csrf_ok(form.get("csrf")):
             page = self.render(
                 request,
                 "error.html",
@@ -201,9 +200,9 @@ class Pages:
 
         @routes.get("/signin")
         async def signin_form(request: Request, next: str = "/review") -> HTMLResponse:
-            token = request.cookies.get(PRE_COOKIE) or new_token()
+            token = form_token(request.cookies.get(PRE_COOKIE))
             response = pages.render(request, "signin.html", None, next=_local(next), pre=token)
-            response.set_cookie(PRE_COOKIE, token, httponly=True, samesite="strict", path="/")
+            response.set_cookie(PRE_COOKIE, token, **pages.policy.cookie_options())
             return response
 
         @routes.post("/signin")
@@ -212,7 +211,6 @@ class Pages:
             target = _local(form.get("next", "/review"))
             pre = request.cookies.get(PRE_COOKIE, "")
             email = form.get("email", "").strip().lower()
-            source = request.client.host if request.client else "unknown"
             now = pages.now()
 
             def refused(message: str, status: int) -> HTMLResponse:
@@ -222,31 +220,37 @@ class Pages:
                     None,
                     status_code=status,
                     next=target,
-                    pre=pre or new_token(),
+                    pre=form_token(pre),
                     error=message,
                     email=email,
                 )
 
-            if not pre or not same(form.get("pre"), pre):
+            if not form_token_ok(pre, form.get("pre")):
                 return refused("The sign-in form expired: try again.", 403)
-            wait = await pages.limits.retry_after(email, source, now)
-            if wait is not None:
-                response = refused(
-                    f"Too many failed attempts from this address: try again in {wait} s.", 429
+            try:
+                attempt = await attempt_sign_in(
+                    email=email,
+                    password=form.get("password", ""),
+                    source=request.client.host if request.client else "unknown",
+                    find=pages.deps.store.operator,
+                    password_hash=lambda operator: operator.password_hash,
+                    counters=pages.attempts,
+                    limits=pages.limits,
+                    passwords=pages.passwords,
+                    now=now,
                 )
-                response.headers["Retry-After"] = str(wait)
+                operator = admit(attempt, closed=operator_closed)
+            except Refused as refusal:
+                message = refusal.message[:1].upper() + refusal.message[1:] + "."
+                response = refused(message, STATUS_OF.get(refusal.code, 401))
+                if isinstance(refusal, RateLimited):
+                    response.headers["Retry-After"] = str(refusal.retry_after)
                 return response
-            operator = await pages.deps.store.operator(email)
-            good = verify_password(
-                operator.password_hash if operator else None, form.get("password", "")
+            token, _ = await pages.sessions.open(
+                now=now, policy=pages.policy, operator=operator.email
             )
-            if operator is None or not good or operator.disabled:
-                await pages.limits.failed(email, source, now)
-                return refused("Wrong email or password.", 401)
-            await pages.limits.succeeded(email, source, now)
-            token, _ = await pages.sessions.open(operator.email, now)
             done = RedirectResponse(target, status_code=303)
-            done.set_cookie(COOKIE, token, **pages.sessions.policy.cookie_options())
+            done.set_cookie(COOKIE, token, **pages.policy.cookie_options())
             done.delete_cookie(PRE_COOKIE, path="/")
             return done
 
@@ -255,7 +259,7 @@ class Pages:
             _session, _, refusal = await pages.checked_form(request)
             if refusal is not None:
                 return refusal
-            await pages.sessions.close(request.cookies.get(COOKIE))
+            await pages.sessions.end(request.cookies.get(COOKIE))
             response = RedirectResponse("/signin", status_code=303)
             response.delete_cookie(COOKIE, path="/")
             return response

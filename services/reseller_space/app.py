@@ -7,13 +7,7 @@ from datetime import timedelta
 from functools import partial
 
 from services.reseller_space import handlers, http, keys
-from services.reseller_space.domain import (
-    LinkPolicy,
-    Partner,
-    SessionPolicy,
-    SignInLimits,
-    unknown_partner,
-)
+from services.reseller_space.domain import LinkPolicy, Partner, unknown_partner
 from services.reseller_space.store import ResellerSpaceStore
 from shared.basics.catalogue import load_catalogue
 from shared.contracts.partners import CreatePartner, DisablePartner
@@ -21,6 +15,7 @@ from shared.runtime.messaging import Route
 from shared.runtime.secrets import env_or_generated
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
+from shared.runtime.web import Passwords, SessionPolicy, SignInLimits
 
 ROLE = "storefront"  # the broker identity of the reseller space (CONTRACT.md, Identities)
 UPLOAD_SLACK = 1024 * 1024  # the form around the file, and a file a little too large to
@@ -42,22 +37,14 @@ def wire(runtime: Runtime) -> Wiring:
         store=store,
         bus=runtime.bus,
         clock=runtime.clock,
-        passwords=handlers.Passwords(),
+        passwords=Passwords(),
         links=LinkPolicy(
             base_url=settings.reseller_space_url,
             invitation_valid=timedelta(hours=settings.invitation_valid_hours),
             reset_valid=timedelta(minutes=settings.password_reset_valid_minutes),
         ),
-        sessions=SessionPolicy(
-            idle=timedelta(minutes=settings.session_idle_minutes),
-            longest=timedelta(hours=settings.session_max_hours),
-            secure_cookie=settings.session_cookie_secure,
-        ),
-        limits=SignInLimits(
-            window=timedelta(seconds=settings.sign_in_window_seconds),
-            per_source=settings.sign_in_attempts_per_source,
-            per_account=settings.sign_in_attempts_per_account,
-        ),
+        sessions=SessionPolicy.of(settings),
+        limits=SignInLimits.of(settings),
         catalogue=load_catalogue(settings.catalogue_path),
         proofs=handlers.ProofApi(
             url=orders_api_url(settings),

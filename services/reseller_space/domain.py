@@ -1,36 +1,33 @@
-"""The reseller space's own rules: partner accounts, their links, passwords, sign-in limits,
-sessions and CSRF tokens. No I/O: hashing a password is the handlers' (argon2id is CPU
-work run off the event loop); this module decides with its result.
+"""The reseller space's own rules: partner accounts, their links, their passwords, and who
+of them may sign in. No I/O: hashing a password is the handlers' (argon2id is CPU work run
+off the event loop); this module decides with its result. Sign-in limits, sessions and
+CSRF tokens are the web faces' shared rules (``shared.runtime.web``); the partner's part
+of them is here (``admit_sign_in``, ``Session``).
 
 - A partner account is created by operations (``partner.create``): ``invited`` until its
   password is set through the invitation link, then ``active``; ``disabled`` by operations.
 - Links (invitation, password reset) carry a random secret; the account keeps only its
   SHA-256 digest, the kind and the expiry, and one live link at a time: a new link kills
   the previous one, and using a link (once) kills it.
-- Sign-in attempts are counted per source first: a source past its limit is refused
-  before anything else and counted for no account, so it cannot use up the account's
-  attempts. Attempts of sources under their limit are counted for the account; past the
-  account's limit a wrong password is refused (``too_many_attempts``) but the right one
-  still signs in: the account's limit stops guessing, and guesses sent from many sources
-  cannot lock the real reseller out (the registration lesson of the trust issue).
-- Sessions are server-side; the cookie holds a random id, the store its digest. Each
-  session has its CSRF token, checked on every form post; a session ends when idle too
-  long, when too old, on sign-out, or when the account is disabled.
+- Sign-in attempts are counted per source, then per account; past the account's limit
+  the right password still signs in, so guesses sent from many sources cannot lock the
+  real reseller out (``shared.runtime.web`` says how). A disabled partner learns it only
+  with its right password.
+- Sessions are server-side (``shared.runtime.web``); a partner's session also carries its
+  company, its email (personal lines bind to it) and the space it is in, and ends when
+  the account is disabled or its password is set again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import math
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, Field
 
-from shared.basics.errors import ErrorCode, RateLimited, Refused
+from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.base import Space
 from shared.contracts.partners import (
     LinkKind,
@@ -42,21 +39,11 @@ from shared.contracts.partners import (
     PartnerView,
 )
 from shared.runtime.store import Aggregate
+from shared.runtime.web import EPOCH, Attempt, WebSession, admit, digest
 
 PASSWORD_MIN = 12
 PASSWORD_MAX = 256  # argon2 hashes any length; a bound keeps one request's work bounded
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LINK_PATH = "/set-password/"
-
-
-def digest(secret: str) -> str:
-    """SHA-256 (hex) of a random secret: what is stored of links and session ids."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_secret() -> str:
-    """256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
 
 
 def unknown_partner(reseller_id: str) -> Refused:
@@ -68,19 +55,6 @@ def invalid_link() -> Refused:
         ErrorCode.INVALID_LINK,
         "this link is not valid any more (used, replaced by a newer one, or expired); "
         "ask for a new one with “Forgot your password?”",
-    )
-
-
-def invalid_credentials() -> Refused:
-    return Refused(ErrorCode.INVALID_CREDENTIALS, "wrong email or password")
-
-
-def too_many_attempts(wait: int) -> RateLimited:
-    minutes = max(1, math.ceil(wait / 60))
-    return RateLimited(
-        ErrorCode.TOO_MANY_ATTEMPTS,
-        f"too many sign-in attempts; try again in {minutes} minute{'s' if minutes > 1 else ''}",
-        retry_after=wait,
     )
 
 
@@ -203,28 +177,15 @@ class Partner(Aggregate):
         return self.company == company.strip() and self.contact_email == email
 
 
-# --- sign-in ------------------------------------------------------------------------------
+# --- sign-in and sessions: the partner's part of ``shared.runtime.web`` -------------------
 
 
-@dataclass(frozen=True)
-class SignInLimits:
-    window: timedelta = timedelta(minutes=15)
-    per_source: int = 20
-    per_account: int = 10
-
-
-def window_index(now: datetime, window: timedelta) -> int:
-    """Fixed windows of ``window`` counted from the epoch."""
-    return (now - EPOCH) // window
-
-
-def wait_if_over(count: int, *, limit: int, now: datetime, window: timedelta) -> int | None:
-    """``None`` if the ``count``-th attempt of this window is within ``limit``, else the
-    seconds until the next window opens (``Retry-After``)."""
-    if count <= limit:
-        return None
-    window_end = EPOCH + window * (window_index(now, window) + 1)
-    return max(1, math.ceil((window_end - now).total_seconds()))
+def partner_closed(partner: Partner) -> Refused | None:
+    if partner.status == "disabled":
+        return Refused(
+            ErrorCode.PARTNER_DISABLED, "this partner account is disabled; contact us to reopen it"
+        )
+    return None
 
 
 def admit_sign_in(
@@ -233,70 +194,27 @@ def admit_sign_in(
     """Once the attempt's source is under its limit and the attempt was counted for the
     account (``account_wait``: ``None`` under the account's limit). The right password
     signs in even past the account's limit; anything else gets ``too_many_attempts`` past
-    it and ``invalid_credentials`` under it, the same for an unknown email."""
-    if password_ok and partner is not None:
-        if partner.status == "disabled":
-            raise Refused(
-                ErrorCode.PARTNER_DISABLED,
-                "this partner account is disabled; contact us to reopen it",
-            )
-        return partner
-    if account_wait is not None:
-        raise too_many_attempts(account_wait)
-    raise invalid_credentials()
+    it and ``invalid_credentials`` under it, the same for an unknown email. A disabled
+    partner learns it only with its right password."""
+    attempt = Attempt(account=partner, password_ok=password_ok, account_wait=account_wait)
+    return admit(attempt, closed=partner_closed)
 
 
-# --- sessions -----------------------------------------------------------------------------
+class Session(WebSession):
+    """A partner's signed-in browser."""
 
+    ACCOUNT: ClassVar[str] = "reseller_id"
 
-@dataclass(frozen=True)
-class SessionPolicy:
-    idle: timedelta = timedelta(hours=1)
-    longest: timedelta = timedelta(hours=12)
-    secure_cookie: bool = False
-
-
-class Session(BaseModel):
-    """A signed-in browser (stored under the digest of its cookie's id)."""
-
-    id_digest: str
     reseller_id: str
     company: str = ""
     email: str = Field(default="", description="The partner's email: personal lines bind to it.")
-    csrf_token: str
     space: Space = "reseller"
-    created_at: AwareDatetime
-    idle_until: AwareDatetime
-    expires_at: AwareDatetime
 
-    @classmethod
-    def open(
-        cls,
-        *,
-        session_id: str,
-        partner: Partner,
-        csrf_token: str,
-        now: datetime,
-        policy: SessionPolicy,
-    ) -> Session:
-        return cls(
-            id_digest=digest(session_id),
-            reseller_id=partner.id,
-            company=partner.company,
-            email=partner.contact_email,
-            csrf_token=csrf_token,
-            created_at=now,
-            idle_until=now + policy.idle,
-            expires_at=now + policy.longest,
-        )
 
-    def alive(self, now: datetime) -> bool:
-        return now < self.idle_until and now < self.expires_at
-
-    def touched(self, now: datetime, policy: SessionPolicy) -> datetime | None:
-        """The new idle deadline, when it is worth writing (a minute or more later)."""
-        wanted = min(now + policy.idle, self.expires_at)
-        return wanted if wanted - self.idle_until >= timedelta(minutes=1) else None
-
-    def csrf_ok(self, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(given.encode(), self.csrf_token.encode())
+def session_fields(partner: Partner) -> dict[str, str]:
+    """What a partner's session keeps of its account."""
+    return {
+        "reseller_id": partner.id,
+        "company": partner.company,
+        "email": partner.contact_email,
+    }

@@ -8,30 +8,23 @@ handler here is given comes from ``Session``, never from a form.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 from uuid import uuid4
 
 import httpx
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ValidationError
 
 from services.reseller_space.domain import (
     LinkPolicy,
     Partner,
     Session,
-    SessionPolicy,
-    SignInLimits,
     admit_sign_in,
     check_password_rules,
     invalid_link,
-    new_secret,
-    too_many_attempts,
+    session_fields,
     unknown_partner,
-    wait_if_over,
 )
 from services.reseller_space.store import ResellerSpaceStore
 from services.reseller_space.views import size
@@ -44,32 +37,19 @@ from shared.contracts.orders import ProofView
 from shared.contracts.partners import CreatePartner, DisablePartner, PartnerView
 from shared.runtime.logging import get_logger
 from shared.runtime.messaging import Bus, Delivery, UpstreamUnavailable
+from shared.runtime.web import (
+    Passwords,
+    SessionPolicy,
+    SignInLimits,
+    attempt_sign_in,
+    new_token,
+    sign_in_name,
+    source_key,
+    too_many_attempts,
+)
 
 log = get_logger(__name__)
 R = TypeVar("R", bound=BaseModel)
-NOBODY = "nobody@invalid.invalid"  # counted and checked like any email, never an account
-
-
-class Passwords:
-    """argon2id hashes (argon2-cffi's RFC 9106 defaults), computed off the event loop. An
-    unknown email is checked against a dummy hash: it costs the same as a wrong password."""
-
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
-        self.hasher = hasher or PasswordHasher()
-        self.dummy = self.hasher.hash(new_secret())
-
-    async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
-
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        def check() -> bool:
-            try:
-                return self.hasher.verify(password_hash or self.dummy, password)
-            except (VerificationError, InvalidHashError):
-                return False
-
-        ok = await asyncio.to_thread(check)
-        return ok and password_hash is not None
 
 
 @dataclass(frozen=True)
@@ -104,7 +84,7 @@ async def create_partner(cmd: CreatePartner, delivery: Delivery, *, deps: SpaceD
     email = normalise_email(cmd.contact_email)
     now = deps.clock.now()
     partner = Partner.create(cmd.reseller_id, company=cmd.company, email=email, now=now)
-    partner.issue_link("invitation", secret=new_secret(), policy=deps.links, now=now)
+    partner.issue_link("invitation", secret=new_token(), policy=deps.links, now=now)
     partner.mark_applied(delivery.message_id)
     if await deps.store.add_partner(partner):
         log.info("partner_created", reseller_id=cmd.reseller_id)
@@ -123,7 +103,7 @@ async def create_partner(cmd: CreatePartner, delivery: Delivery, *, deps: SpaceD
                 f"partner {cmd.reseller_id} is {existing.status}: its password is set; "
                 "it can ask for a password reset",
             )
-        existing.issue_link("invitation", secret=new_secret(), policy=deps.links, now=now)
+        existing.issue_link("invitation", secret=new_token(), policy=deps.links, now=now)
 
     saved = await deps.store.partners.mutate(
         cmd.reseller_id, invite_again, message_id=delivery.message_id
@@ -147,84 +127,41 @@ async def disable_partner(
 # --- sign-in, links, sessions ---------------------------------------------------------------
 
 
-def source_key(host: str) -> str:
-    """One source: an IPv4 address, or an IPv6 /64 (rotating inside it is still one)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host[:128]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
-def _email_or_nobody(raw: str) -> str:
-    try:
-        return normalise_email(raw)
-    except Refused:
-        return NOBODY
-
-
 async def _count(key: str, limit: int, *, deps: SpaceDeps, now: datetime) -> int | None:
-    window = deps.limits.window
-    count = await deps.store.attempts.count(key, now=now, window=window)
-    return wait_if_over(count, limit=limit, now=now, window=window)
+    return await deps.store.attempts.wait(key, limit=limit, now=now, window=deps.limits.window)
 
 
 async def sign_in(
     *, email: str, password: str, source: str, deps: SpaceDeps
 ) -> tuple[str, Session]:
-    """Email and password to a new session (its id for the cookie, and the session).
-
-    1. counted for the source; past its limit, refused before anything else;
-    2. counted for the account, and the password checked (a dummy hash for an unknown
-       email): past the account's limit only the right password signs in."""
+    """Email and password to a new session (its id for the cookie, and the session), by the
+    web faces' rules (``shared.runtime.web.attempt_sign_in``): counted for the source, then
+    for the account; past the account's limit only the right password signs in."""
     now = deps.clock.now()
-    source_wait = await _count(
-        f"source:{source_key(source)}", deps.limits.per_source, deps=deps, now=now
-    )
-    if source_wait is not None:
-        log.warning("sign_in_rate_limited", limit="source", source=source)
-        raise too_many_attempts(source_wait)
-    account = _email_or_nobody(email)
-    account_wait, partner = await asyncio.gather(
-        _count(f"account:{account}", deps.limits.per_account, deps=deps, now=now),
-        deps.store.partner_by_email(account),
-    )
-    password_ok = await deps.passwords.verify(partner.password_hash if partner else None, password)
-    if account_wait is not None:
-        log.warning("sign_in_rate_limited", limit="account", source=source, admitted=password_ok)
-    partner = admit_sign_in(password_ok=password_ok, account_wait=account_wait, partner=partner)
-    session_id = new_secret()
-    session = Session.open(
-        session_id=session_id,
-        partner=partner,
-        csrf_token=new_secret(),
+    attempt = await attempt_sign_in(
+        email=email,
+        password=password,
+        source=source,
+        find=deps.store.partner_by_email,
+        password_hash=lambda partner: partner.password_hash,
+        counters=deps.store.attempts,
+        limits=deps.limits,
+        passwords=deps.passwords,
         now=now,
-        policy=deps.sessions,
     )
-    await deps.store.sessions.add(session)
+    partner = admit_sign_in(
+        password_ok=attempt.password_ok, account_wait=attempt.account_wait, partner=attempt.account
+    )
+    session_id, session = await deps.store.sessions.open(
+        now=now, policy=deps.sessions, **session_fields(partner)
+    )
     log.info("signed_in", reseller_id=partner.id)
     return session_id, session
 
 
 async def session_of(session_id: str | None, *, deps: SpaceDeps) -> Session | None:
     """The live session a cookie names, its idle deadline moved on; None otherwise."""
-    if not session_id or len(session_id) > 128:
-        return None
-    session = await deps.store.sessions.get(session_id)
-    now = deps.clock.now()
-    if session is None:
-        return None
-    if not session.alive(now):
-        await deps.store.sessions.end(session_id)
-        return None
-    idle_until = session.touched(now, deps.sessions)
-    if idle_until is not None:
-        await deps.store.sessions.update(session, idle_until=idle_until)
-    return session
+    return await deps.store.sessions.live(session_id, now=deps.clock.now(), policy=deps.sessions)
 
 
 async def sign_out(session_id: str, *, deps: SpaceDeps) -> None:
@@ -241,7 +178,7 @@ async def request_password_reset(*, email: str, source: str, deps: SpaceDeps) ->
     """A reset link to the account's email, if there is such an active or invited account.
     The answer is the same either way; requests are limited per source and per email."""
     now = deps.clock.now()
-    account = _email_or_nobody(email)
+    account = sign_in_name(email)
     waits = await asyncio.gather(
         _count(f"reset-source:{source_key(source)}", deps.limits.per_source, deps=deps, now=now),
         _count(f"reset:{account}", deps.limits.per_account, deps=deps, now=now),
@@ -255,7 +192,7 @@ async def request_password_reset(*, email: str, source: str, deps: SpaceDeps) ->
         return
     await deps.store.partners.mutate(
         partner.id,
-        lambda p: p.issue_link("password_reset", secret=new_secret(), policy=deps.links, now=now),
+        lambda p: p.issue_link("password_reset", secret=new_token(), policy=deps.links, now=now),
         message_id=None,
     )
     log.info("password_reset_sent", reseller_id=partner.id)

@@ -46,6 +46,7 @@ from shared.contracts.orders import (
     UpgradeResult,
 )
 from shared.contracts.quotes import QuoteResult, RequestQuote
+from shared.runtime import web
 from shared.runtime.http import STATUS_OF
 from shared.runtime.logging import get_logger
 
@@ -263,28 +264,19 @@ def router(deps: SpaceDeps, kit: Kit) -> APIRouter:
     session_or_none, signed_in, posted = kit.session_or_none, kit.signed_in, kit.posted
     form_id, text = kit.form_id, kit.text
 
-    def set_cookie(response: Response, name: str, value: str, *, max_age: int | None) -> None:
-        response.set_cookie(
-            name,
-            value,
-            max_age=max_age,
-            path="/",
-            httponly=True,
-            samesite="lax",
-            secure=deps.sessions.secure_cookie,
-        )
+    def set_cookie(response: Response, name: str, value: str) -> None:
+        response.set_cookie(name, value, **deps.sessions.cookie_options())
 
     def form_token(request: Request) -> str:
-        return request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24)
+        return web.form_token(request.cookies.get(FORM_COOKIE))
 
     def check_form_token(request: Request, given: str | None) -> None:
         """Forms before sign-in: the token must match the ``xo_form`` cookie (login CSRF)."""
-        cookie = request.cookies.get(FORM_COOKIE)
-        if not cookie or not given or not secrets.compare_digest(cookie, given):
+        if not web.form_token_ok(request.cookies.get(FORM_COOKIE), given):
             raise FormExpired()
 
     def with_form_cookie(response: Response, token: str) -> Response:
-        set_cookie(response, FORM_COOKIE, token, max_age=None)
+        set_cookie(response, FORM_COOKIE, token)
         return response
 
     def source(request: Request) -> str:
@@ -373,7 +365,7 @@ def router(deps: SpaceDeps, kit: Kit) -> APIRouter:
                 page.headers["Retry-After"] = str(refusal.retry_after)
             return page
         response = RedirectResponse(local_path(next), 303)
-        set_cookie(response, SESSION_COOKIE, session_id, max_age=None)
+        set_cookie(response, SESSION_COOKIE, session_id)
         response.delete_cookie(FORM_COOKIE, path="/")
         return response
 

@@ -16,20 +16,15 @@ import pytest
 from argon2 import PasswordHasher
 
 from services.reseller_space import handlers
-from services.reseller_space.domain import (
-    LinkPolicy,
-    Partner,
-    SessionPolicy,
-    SignInLimits,
-    unknown_partner,
-)
-from services.reseller_space.handlers import Passwords, ProofApi, SpaceDeps
+from services.reseller_space.domain import LinkPolicy, Partner, unknown_partner
+from services.reseller_space.handlers import ProofApi, SpaceDeps
 from services.reseller_space.store import ResellerSpaceStore
 from shared.basics.catalogue import load_catalogue
 from shared.basics.errors import ErrorCode, RateLimited, Refused
 from shared.contracts.partners import CreatePartner, DisablePartner, PartnerNotification
 from shared.runtime.messaging import Delivery
 from shared.runtime.store import DocumentStore, connect
+from shared.runtime.web import Passwords, SessionPolicy, SignInLimits
 from tests.support.clock import FixedClock
 from tests.support.fakes import FakeBus
 

@@ -12,11 +12,9 @@ from services.reseller_space.domain import (
     LinkPolicy,
     Partner,
     Session,
-    SessionPolicy,
     admit_sign_in,
     check_password_rules,
-    digest,
-    wait_if_over,
+    session_fields,
 )
 from services.reseller_space.views import (
     PAGE_SIZE,
@@ -33,6 +31,7 @@ from shared.basics.money import Money
 from shared.contracts.credits import BalanceResult, LotView
 from shared.contracts.orders import OrderLineView, OrderPrice
 from shared.contracts.partners import PartnerNotification
+from shared.runtime.web import SessionPolicy, digest, wait_if_over
 
 NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 POLICY = LinkPolicy(base_url="https://partners.example/")
@@ -155,8 +154,8 @@ def test_a_disabled_partner_learns_it_only_with_its_right_password() -> None:
 
 def test_a_session_ends_when_idle_or_too_old_and_stores_no_id() -> None:
     policy = SessionPolicy(idle=timedelta(hours=1), longest=timedelta(hours=12))
-    session = Session.open(
-        session_id="cookie-id", partner=partner(), csrf_token="t", now=NOW, policy=policy
+    session = Session.start(
+        session_id="cookie-id", csrf_token="t", now=NOW, policy=policy, **session_fields(partner())
     )
     assert session.id_digest == digest("cookie-id")
     assert "cookie-id" not in session.model_dump_json()
@@ -170,8 +169,12 @@ def test_a_session_ends_when_idle_or_too_old_and_stores_no_id() -> None:
 
 
 def test_the_csrf_token_must_be_the_sessions_own() -> None:
-    session = Session.open(
-        session_id="x", partner=partner(), csrf_token="tok", now=NOW, policy=SessionPolicy()
+    session = Session.start(
+        session_id="x",
+        csrf_token="tok",
+        now=NOW,
+        policy=SessionPolicy(),
+        **session_fields(partner()),
     )
     assert session.csrf_ok("tok")
     assert not session.csrf_ok(None)
