@@ -257,11 +257,11 @@ async def appliance_licence(
         bad_credentials()
     view = deps.licences.get(key)
     if view is None:
-        generation = deps.licences.generation
+        ticket = deps.licences.ticket()
         view = await deps.store.licence_view(key)
         if view is None or not view.secret_matches(appliance_id, secret):
             bad_credentials()
-        deps.licences.put(key, view, generation=generation)
+        deps.licences.put(key, view, ticket=ticket)
     elif not view.secret_matches(appliance_id, secret):
         bad_credentials()
     now = deps.clock.now()

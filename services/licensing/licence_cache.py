@@ -5,13 +5,15 @@ Appliances check often and the answer rarely changes, so each process keeps the
 ``LicenceView`` of the customers whose appliances checked lately, by the customer key
 that prefixes every appliance secret. What bounds the staleness:
 
-- **Age.** An entry is served for at most ``ttl`` seconds after the store read that made
-  it, then read again. A change saved by another replica (a suspension, L8; a move, L5; a
-  new plan, L1) reaches every replica's answers at most ``ttl`` after it was saved.
+- **Age.** An entry is served for at most ``ttl`` seconds counted from the moment the
+  store read that made it *began* (its ``Ticket``), then read again. A document the read
+  returned was current at some moment after that, so a change saved by another replica
+  (a suspension, L8; a move, L5; a new plan, L1) is in every replica's answers to the
+  requests that arrive ``ttl`` or more after it was saved.
 - **This process's own saves** forget the customer at once (``forget``, called for every
   customer ``DocumentStore.mutate`` saves here). A read that began before such a save may
-  finish after it with the old document: ``put`` then drops it (the generation it was
-  given before the read is no longer current), so it cannot outlive the ``forget``.
+  finish after it with the old document: ``put`` then drops it (its ticket's generation
+  is no longer current), so it cannot outlive the ``forget``.
 - **Time itself** is never cached: the entitlement is computed from the view at each
   request, so a plan's end or its grace's end is seen at once.
 - **Size.** At most ``max_entries`` (least recently used first out): 100,000 appliances
@@ -66,6 +68,14 @@ class SignedAnswer:
 
 
 @dataclass(frozen=True)
+class Ticket:
+    """Taken just before a store read: when it began, and the cache's generation then."""
+
+    generation: int
+    taken_at: float  # on the cache's monotonic clock
+
+
+@dataclass(frozen=True)
 class _Entry:
     view: LicenceView
     expires_at: float  # on the cache's monotonic clock
@@ -97,10 +107,9 @@ class LicenceCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def generation(self) -> int:
-        """Take it before reading the store; give it back to ``put``."""
-        return self._generation
+    def ticket(self) -> Ticket:
+        """Take it just before reading the store; give it back to ``put``."""
+        return Ticket(self._generation, self._now())
 
     def get(self, key: str) -> LicenceView | None:
         """The view of ``key`` if it was read less than ``ttl`` seconds ago."""
@@ -138,12 +147,14 @@ class LicenceCache:
         if entry is not None:
             entry.signed[appliance_id] = SignedAnswer(entitlement, now, answer)
 
-    def put(self, key: str, view: LicenceView, *, generation: int) -> None:
-        """Keep ``view``, read from the store after ``generation`` was taken; dropped if
-        this process saved a customer since (the read may predate that save)."""
-        if self.ttl <= 0 or generation != self._generation:
+    def put(self, key: str, view: LicenceView, *, ticket: Ticket) -> None:
+        """Keep ``view``, read from the store after ``ticket`` was taken, until ``ttl``
+        after that; dropped if this process saved a customer since (the read may predate
+        that save) or if the read outlasted ``ttl``."""
+        expires_at = ticket.taken_at + self.ttl
+        if ticket.generation != self._generation or self._now() >= expires_at:
             return
-        self._entries[key] = _Entry(view, self._now() + self.ttl)
+        self._entries[key] = _Entry(view, expires_at)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -62,7 +62,7 @@ def view(email: str, key: str) -> LicenceView:
 def test_an_entry_is_served_until_the_bound_and_never_at_it() -> None:
     ticks = Ticks()
     cache = LicenceCache(ttl=TTL, now=ticks)
-    cache.put("k1", view(EMAIL, "k1"), generation=cache.generation)
+    cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())
 
     ticks.advance(TTL - 0.001)
     assert cache.get("k1") is not None
@@ -71,10 +71,26 @@ def test_an_entry_is_served_until_the_bound_and_never_at_it() -> None:
     assert len(cache) == 0
 
 
+def test_the_bound_counts_from_before_the_read() -> None:
+    ticks = Ticks()
+    cache = LicenceCache(ttl=TTL, now=ticks)
+    ticket = cache.ticket()  # the read begins...
+    ticks.advance(0.5)  # ...and takes half a second
+    cache.put("k1", view(EMAIL, "k1"), ticket=ticket)
+
+    ticks.advance(TTL - 0.5)  # TTL after the read began: gone
+    assert cache.get("k1") is None
+
+    slow = cache.ticket()
+    ticks.advance(TTL)  # a read that outlasted the bound is not kept at all
+    cache.put("k1", view(EMAIL, "k1"), ticket=slow)
+    assert len(cache) == 0
+
+
 def test_a_hit_does_not_extend_the_bound() -> None:
     ticks = Ticks()
     cache = LicenceCache(ttl=TTL, now=ticks)
-    cache.put("k1", view(EMAIL, "k1"), generation=cache.generation)
+    cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())
     for _ in range(4):
         ticks.advance(TTL / 4)
         cache.get("k1")
@@ -83,24 +99,24 @@ def test_a_hit_does_not_extend_the_bound() -> None:
 
 def test_forget_drops_the_entry_and_a_read_begun_before_it() -> None:
     cache = LicenceCache(ttl=TTL, now=Ticks())
-    cache.put("k1", view(EMAIL, "k1"), generation=cache.generation)
-    before_save = cache.generation  # a check starts reading the store...
+    cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())
+    before_save = cache.ticket()  # a check starts reading the store...
 
     cache.forget("k1")  # ...this process saves the customer meanwhile
-    cache.put("k1", view(EMAIL, "k1"), generation=before_save)  # the read ends: old data
+    cache.put("k1", view(EMAIL, "k1"), ticket=before_save)  # the read ends: old data
 
     assert cache.get("k1") is None
-    cache.put("k1", view(EMAIL, "k1"), generation=cache.generation)  # a read after the save
+    cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())  # a read after the save
     assert cache.get("k1") is not None
 
 
 def test_at_most_max_entries_least_recently_used_out() -> None:
     cache = LicenceCache(ttl=TTL, max_entries=3, now=Ticks())
     for key in ("a", "b", "c"):
-        cache.put(key, view(f"{key}@x.example", key), generation=cache.generation)
+        cache.put(key, view(f"{key}@x.example", key), ticket=cache.ticket())
     cache.get("a")  # used lately: "b" is now the least recently used
 
-    cache.put("d", view("d@x.example", "d"), generation=cache.generation)
+    cache.put("d", view("d@x.example", "d"), ticket=cache.ticket())
 
     assert len(cache) == 3
     assert [k for k in ("a", "b", "c", "d") if cache.get(k) is not None] == ["a", "c", "d"]
@@ -108,7 +124,7 @@ def test_at_most_max_entries_least_recently_used_out() -> None:
 
 def test_a_zero_bound_caches_nothing() -> None:
     cache = LicenceCache(ttl=0, now=Ticks())
-    cache.put("k1", view(EMAIL, "k1"), generation=cache.generation)
+    cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())
     assert cache.get("k1") is None
 
 
