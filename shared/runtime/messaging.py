@@ -523,21 +523,32 @@ class Bus:
 
     async def _reply(self, message: RabbitMessage, body: bytes) -> None:
         """Answer on the default exchange to the requester's ``reply_to``, echoing its call
-        id (``Bus.call`` matches replies by it)."""
+        id (``Bus.call`` matches replies by it).
+
+        Best effort: a reply that cannot be published is logged and dropped, never a reason
+        to handle the message again. The requester sends the same request again when no
+        answer comes, and the inbox gives it the same reply. Retrying instead looped: on
+        RabbitMQ 3.10, a reply to a requester whose cluster node died closes our connection
+        (541 INTERNAL_ERROR) until that node is back, so each retry of the message brought
+        the publishing link down again, and a long enough outage dead-lettered it."""
         raw = message.raw_message
         call_id = (raw.headers or {}).get(CALL_ID_HEADER)
-        await self.link.publish(
-            "",
-            aio_pika.Message(
-                body,
-                message_id=str(uuid4()),
-                correlation_id=raw.correlation_id,
-                content_type=JSON,
-                headers={CALL_ID_HEADER: call_id} if isinstance(call_id, str) else None,
-                user_id=self.identity.user_id,
-            ),
-            raw.reply_to or "",
-        )
+        try:
+            await self.link.publish(
+                "",
+                aio_pika.Message(
+                    body,
+                    message_id=str(uuid4()),
+                    correlation_id=raw.correlation_id,
+                    content_type=JSON,
+                    headers={CALL_ID_HEADER: call_id} if isinstance(call_id, str) else None,
+                    user_id=self.identity.user_id,
+                ),
+                raw.reply_to or "",
+            )
+        except BrokerUnavailable as exc:
+            metrics.REPLIES_DROPPED.labels(self.service).inc()
+            log.warning("reply_not_delivered", reply_to=raw.reply_to, error=str(exc))
 
     async def dead_letter(self, message: RabbitMessage, reason: str, *, route: str) -> None:
         """Move a message to ``reseller.dlx`` with the reason in its headers, keep a copy

@@ -20,6 +20,11 @@ EVENTS_PUBLISHED = Counter(
 DEAD_LETTERED = Counter(
     "xo_dead_lettered_total", "Messages dead-lettered with a reason.", ["service", "routing_key"]
 )
+REPLIES_DROPPED = Counter(
+    "xo_replies_dropped_total",
+    "Replies that could not be published (the requester sends again and gets the same one).",
+    ["service"],
+)
 HTTP_REQUESTS = Counter(
     "xo_http_requests_total", "HTTP requests, by route and status.", ["service", "route", "status"]
 )
