@@ -29,6 +29,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -156,7 +157,9 @@ def credentials_for(
 
 
 def rabbitmqctl() -> str | None:
-    return shutil.which("rabbitmqctl")
+    """The ``rabbitmqctl`` to provision with: ``RABBITMQCTL`` when set (a wrapper naming
+    another node, as the cluster fault test's local cluster does), else the one on PATH."""
+    return os.environ.get("RABBITMQCTL") or shutil.which("rabbitmqctl")
 
 
 def import_definitions(document: Definitions) -> None:

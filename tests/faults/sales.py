@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 import uuid
@@ -53,6 +54,7 @@ class FaultClient(ContractClient):
         self.seen: list[tuple[str, str, Body]] = []
         self._first: dict[tuple[str, str], Body] = {}
         self._waiting: dict[tuple[str, str], asyncio.Future[Body]] = {}
+        self.resends = 0  # requests sent again because their publication failed
 
     async def __aenter__(self) -> FaultClient:
         await super().__aenter__()
@@ -89,13 +91,23 @@ class FaultClient(ContractClient):
         reply = self.expect_reply(correlation_id)
         deadline = time.monotonic() + SALE_SECONDS
         while True:
-            await self.send(
-                routing_key,
-                body,
-                message_id=message_id,
-                reply_to="amq.rabbitmq.reply-to",
-                correlation_id=correlation_id,
-            )
+            try:
+                await self.send(
+                    routing_key,
+                    body,
+                    message_id=message_id,
+                    reply_to="amq.rabbitmq.reply-to",
+                    correlation_id=correlation_id,
+                )
+            except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+                # Nacked or its connection lost (a broker node died): a new connection,
+                # and the same request again shortly, as any careful client would.
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{routing_key} never sent") from exc
+                self.forget(self.role_for(routing_key))
+                self.resends += 1
+                await asyncio.sleep(1.0)
+                continue
             try:
                 answer = await asyncio.wait_for(asyncio.shield(reply), ATTEMPT_SECONDS)
             except TimeoutError:
@@ -120,15 +132,27 @@ class Run:
     progressed: asyncio.Event = field(default_factory=asyncio.Event)
     uploads_retried: int = 0
     durations: list[float] = field(default_factory=list)
+    finished: list[float] = field(default_factory=list)  # when each sale completed (monotonic)
+    started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
         """How the run went (printed by the tests: ``pytest -s`` shows it)."""
         ordered = sorted(self.durations) or [0.0]
+        p50, p95 = ordered[len(ordered) // 2], ordered[len(ordered) * 95 // 100]
+        elapsed = (max(self.finished) if self.finished else self.started) - self.started
+        rate = self.completed / elapsed if elapsed > 0 else 0.0
         return (
-            f"{self.completed} sales: p50 {ordered[len(ordered) // 2]:.1f} s, "
-            f"max {ordered[-1]:.1f} s; {self.uploads_retried} proof uploads retried; "
-            f"{len(self.client.seen)} events observed"
+            f"{self.completed} sales in {elapsed:.0f} s ({rate:.2f} sales/s): "
+            f"p50 {p50:.1f} s, p95 {p95:.1f} s, "
+            f"max {ordered[-1]:.1f} s; longest stall {self.longest_stall():.1f} s; "
+            f"{self.uploads_retried} proof uploads retried; {self.client.resends} requests "
+            f"resent after a failed publication; {len(self.client.seen)} events observed"
         )
+
+    def longest_stall(self) -> float:
+        """The longest time no sale completed, between the first and the last completion."""
+        times = sorted(self.finished)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def reseller(self, n: int, resellers: int) -> str:
         return f"faults-{self.tag}-{n % resellers}"
@@ -197,7 +221,8 @@ class Run:
             message_id=f"{ids}-bind",
         )
         await self.client.order_event("customer.notification", order_id, SALE_SECONDS)
-        self.durations.append(time.monotonic() - started)
+        self.finished.append(time.monotonic())
+        self.durations.append(self.finished[-1] - started)
         self.completed += 1
         self.progressed.set()
 
@@ -213,11 +238,16 @@ class Run:
         in_flight: int = 20,
         resellers: int = 10,
         faults: Callable[[Run], Coroutine[Any, Any, None]] | None = None,
+        pace: float = 0.0,
     ) -> None:
-        """``count`` sales, ``in_flight`` at a time, while ``faults(run)`` runs."""
+        """``count`` sales, ``in_flight`` at a time, while ``faults(run)`` runs; with
+        ``pace``, sale n starts no earlier than n x ``pace`` seconds after the first (a
+        steady arrival rate, so that the run lasts through a long fault)."""
         window = asyncio.Semaphore(in_flight)
+        self.started = time.monotonic()
 
         async def limited(n: int) -> None:
+            await asyncio.sleep(max(0.0, self.started + n * pace - time.monotonic()))
             async with window:
                 await self.sale(n, resellers)
 
