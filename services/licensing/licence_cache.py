@@ -156,8 +156,18 @@ class LicenceCache:
             return
         self._entries[key] = _Entry(view, expires_at)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._drop_expired_or_least_used()
+
+    def _drop_expired_or_least_used(self) -> None:
+        """Past ``max_entries``, the least recently used go; expired ones go from the
+        same end as they are met, so that a spread of appliances checked once each does
+        not keep ``max_entries`` dead entries for the collector to walk."""
+        now = self._now()
+        while self._entries:
+            key, oldest = next(iter(self._entries.items()))
+            if len(self._entries) <= self.max_entries and oldest.expires_at > now:
+                return
+            del self._entries[key]
 
     def follow(self, customers: DocumentStore[Customer]) -> None:
         """Forget each customer this process saves through ``customers``, once saved."""

@@ -122,6 +122,18 @@ def test_at_most_max_entries_least_recently_used_out() -> None:
     assert [k for k in ("a", "b", "c", "d") if cache.get(k) is not None] == ["a", "c", "d"]
 
 
+def test_expired_entries_leave_as_new_ones_come() -> None:
+    ticks = Ticks()
+    cache = LicenceCache(ttl=TTL, max_entries=100, now=ticks)
+    for key in ("a", "b", "c"):
+        cache.put(key, view(f"{key}@x.example", key), ticket=cache.ticket())
+    ticks.advance(TTL)
+
+    cache.put("d", view("d@x.example", "d"), ticket=cache.ticket())
+
+    assert len(cache) == 1  # not 4: a, b and c were dead
+
+
 def test_a_zero_bound_caches_nothing() -> None:
     cache = LicenceCache(ttl=0, now=Ticks())
     cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())
