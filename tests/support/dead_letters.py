@@ -11,9 +11,9 @@ from shared.runtime.settings import Settings
 from tests.support.system import System
 
 #: Orders gives up on ``order.place`` within seconds: an unanswered call times out after
-#: 1 s, retries wait 0.2 s then 0.4 s, 1 s of retries in all (four attempts).
+#: 2 s, retries wait 0.2 s then 0.4 s, 1 s of retries in all (four attempts).
 FAST_RETRIES: dict[str, Any] = {
-    "rpc_timeout_seconds": 1.0,
+    "rpc_timeout_seconds": 2.0,
     "retry_delays_seconds": [0.2, 0.4],
     "retry_total_seconds": 1.0,
 }
