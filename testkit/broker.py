@@ -9,7 +9,6 @@ tests the queues are purged, and the virtual host and users are deleted at the e
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +120,6 @@ def open_session(amqp_url: str, workdir: Path, *, kind: str = "t") -> BrokerSess
 
 def close_session(session: BrokerSession) -> None:
     """Delete the virtual host (its queues and exchanges with it) and the users."""
-    ctl = broker_users.rabbitmqctl()
-    if ctl is not None:
-        subprocess.run([ctl, "delete_vhost", session.vhost], capture_output=True, timeout=120)
+    if broker_users.rabbitmqctl() is not None:
+        broker_users.run_ctl(["delete_vhost", session.vhost])
     broker_users.delete_users(session.users().values())

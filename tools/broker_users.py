@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,18 +166,45 @@ def rabbitmqctl() -> str | None:
     return os.environ.get("RABBITMQCTL") or shutil.which("rabbitmqctl")
 
 
-def import_definitions(document: Definitions) -> None:
-    """Load definitions into the local node (idempotent: existing users are updated)."""
+#: One ``rabbitmqctl`` at a time on this machine, whichever process asks: concurrent
+#: ``import_definitions`` calls wedged a RabbitMQ 3.10 node here (each hung at
+#: "Importing concurrently N users", then the node stopped answering AMQP handshakes).
+CTL_LOCK = Path(tempfile.gettempdir()) / "xo-reseller-rabbitmqctl.lock"
+CTL_TIMEOUT_SECONDS = 60.0
+
+
+def run_ctl(
+    args: Sequence[str], *, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``rabbitmqctl args`` under the machine-wide lock, in its own process group: on a
+    timeout the whole group (``su``, ``sh``, the Erlang VM) is killed, never left holding
+    the node's CLI ports."""
     ctl = rabbitmqctl()
     if ctl is None:
         raise RuntimeError("rabbitmqctl not found: provision the broker users yourself")
-    subprocess.run(
-        [ctl, "import_definitions"],
-        input=json.dumps(document).encode(),
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    with CTL_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        process = subprocess.Popen(
+            [ctl, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = process.communicate(stdin, timeout=CTL_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    return subprocess.CompletedProcess([ctl, *args], process.returncode, out, err)
+
+
+def import_definitions(document: Definitions) -> None:
+    """Load definitions into the local node (idempotent: existing users are updated)."""
+    done = run_ctl(["import_definitions"], stdin=json.dumps(document).encode())
+    done.check_returncode()
 
 
 def provision(
@@ -189,11 +220,10 @@ def provision(
 
 def delete_users(users: Iterable[Credentials]) -> None:
     """Remove users (test sessions clean up after themselves)."""
-    ctl = rabbitmqctl()
-    if ctl is None:
+    if rabbitmqctl() is None:
         return
     for user in users:
-        subprocess.run([ctl, "delete_user", user.username], capture_output=True, timeout=60)
+        run_ctl(["delete_user", user.username])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
