@@ -28,7 +28,7 @@ from shared.contracts import REGISTRY, Event
 from shared.runtime.settings import SERVICES
 from testkit.broker import delete_namespace
 from testkit.contract_client import Body, ContractClient, read_users
-from testkit.processes import LaunchedSystem, launched_system
+from testkit.processes import LaunchedSystem, launched_system, services_only
 from testkit.proofs import minimal_pdf
 from tools.embedded_mongo import free_port
 
@@ -111,15 +111,24 @@ class Bench:
 
 
 @contextmanager
-def bench_system(settings: Mapping[str, str] | None = None) -> Iterator[Bench]:
+def bench_system(
+    settings: Mapping[str, str] | None = None, *, web_faces: bool = True
+) -> Iterator[Bench]:
     """The system as `make run` starts it, with its own data directory, broker namespace
-    and admin ports; its queues and exchanges are deleted once it has stopped."""
+    and admin ports; its queues and exchanges are deleted once it has stopped.
+    ``web_faces=False``: the four domain services only (no reseller space, no console
+    and its event log), to compare with trees that had no web faces."""
     admin_ports = {service: free_port() for service in SERVICES}
     env = {f"{s.upper()}_ADMIN_PORT": str(port) for s, port in admin_ports.items()}
     namespace = ""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            with launched_system(AMQP_URL, Path(tmp), settings={**env, **(settings or {})}) as sut:
+            with launched_system(
+                AMQP_URL,
+                Path(tmp),
+                settings={**env, **(settings or {})},
+                replicas=None if web_faces else services_only(),
+            ) as sut:
                 namespace = sut.namespace
                 yield Bench(sut, admin_ports)
         finally:

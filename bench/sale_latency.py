@@ -85,12 +85,17 @@ async def measure(system: LaunchedSystem, sales: int) -> tuple[list[dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sales", type=int, default=30)
+    parser.add_argument(
+        "--services-only",
+        action="store_true",
+        help="the four domain services without the web faces (as trees before them ran)",
+    )
     args = parser.parse_args()
     # Every sale registers an appliance from this one address: lift the per-source limit
     # (L2), which would otherwise refuse the 21st registration within 15 minutes.
     limits = {"REGISTRATION_ATTEMPTS_PER_SOURCE": str(10 * args.sales + 100)}
     print(f"start: {load_average()}")
-    with bench_system(limits) as bench:
+    with bench_system(limits, web_faces=not args.services_only) as bench:
         samples, baseline = asyncio.run(measure(bench.system, args.sales))
     print(f"end: {load_average()}")
     totals = [sample["total"] for sample in samples]

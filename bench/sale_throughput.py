@@ -142,9 +142,14 @@ def main() -> None:
     parser.add_argument("--sales", type=int, default=300)
     parser.add_argument("--in-flight", type=int, default=20)
     parser.add_argument("--pipeline-items", type=int, default=3000)
+    parser.add_argument(
+        "--services-only",
+        action="store_true",
+        help="the four domain services without the web faces (as trees before them ran)",
+    )
     args = parser.parse_args()
     print(f"start: {load_average()}")
-    with bench_system() as bench:
+    with bench_system(web_faces=not args.services_only) as bench:
         run = asyncio.run(measure(bench, args.sales, args.in_flight, args.pipeline_items))
     print(f"end: {load_average()}")
     report(run, args.sales, args.in_flight)
