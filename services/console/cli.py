@@ -394,7 +394,7 @@ def _licence(
         err.print("give a --reason")
         raise typer.Exit(2)
     who = operator or _default_operator()
-    command = kind(customer_email=email, reason=f"{reason.strip()} (operator: {who})")  # type: ignore[call-arg]
+    command = kind(customer_email=email, reason=reason.strip(), operator=who)  # type: ignore[call-arg]
     assert command.RESULT is not None
     result = _run(lambda c: c.ask(command, command.RESULT), timeout)  # type: ignore[arg-type]
     if as_json:

@@ -258,11 +258,6 @@ async def review(
         deps.decided[order_id] = deps.clock.now()
 
 
-def signed_reason(reason: str, operator: str) -> str:
-    """The licence commands carry no operator field: the reason names who acted."""
-    return f"{reason.strip()} (operator: {operator})"
-
-
 async def licence_action(
     deps: ConsoleDeps, operator: str, action: str, email: str, reason: str
 ) -> BaseModel:
@@ -273,6 +268,6 @@ async def licence_action(
         "reinstate": ReinstateLicense,
         "reissue": ReissueRegistrationToken,
     }
-    command = kinds[action](customer_email=email, reason=signed_reason(reason, operator))
+    command = kinds[action](customer_email=email, reason=reason.strip(), operator=operator)
     assert command.RESULT is not None
     return await act(deps, operator, command, command.RESULT)

@@ -126,20 +126,24 @@ async def licence_status(
 
 
 async def _set_suspended(
-    raw_email: str, reason: str, suspended: bool, delivery: Delivery, deps: LicensingDeps
+    command: SuspendLicense | ReinstateLicense,
+    suspended: bool,
+    delivery: Delivery,
+    deps: LicensingDeps,
 ) -> SuspensionResult:
-    email = normalise_email(raw_email)
+    email = normalise_email(command.customer_email)
+    reason, operator = command.reason, command.operator
     now = deps.clock.now()
 
     def decide(customer: Customer) -> None:
         if suspended:
-            customer.suspend(reason=reason, now=now)
+            customer.suspend(reason=reason, now=now, operator=operator)
         else:
-            customer.reinstate(reason=reason, now=now)
+            customer.reinstate(reason=reason, now=now, operator=operator)
 
     saved = await deps.store.customers.mutate(email, decide, message_id=delivery.message_id)
     event = "license_suspended" if suspended else "license_reinstated"  # as the events say
-    log.info(event, customer_email=email, reason=reason)
+    log.info(event, customer_email=email, reason=reason, operator=operator)
     return SuspensionResult(
         customer_email=email, status=saved.aggregate.entitlement(now, deps.policy).status
     )
@@ -149,14 +153,14 @@ async def suspend_licence(
     command: SuspendLicense, delivery: Delivery, *, deps: LicensingDeps
 ) -> SuspensionResult:
     """``license.suspend`` (L8): every appliance of the customer falls to ``free``."""
-    return await _set_suspended(command.customer_email, command.reason, True, delivery, deps)
+    return await _set_suspended(command, True, delivery, deps)
 
 
 async def reinstate_licence(
     command: ReinstateLicense, delivery: Delivery, *, deps: LicensingDeps
 ) -> SuspensionResult:
     """``license.reinstate`` (L8): the plans' editions are back."""
-    return await _set_suspended(command.customer_email, command.reason, False, delivery, deps)
+    return await _set_suspended(command, False, delivery, deps)
 
 
 async def reissue_registration_token(
@@ -172,7 +176,12 @@ async def reissue_registration_token(
         lambda c: c.reissue_token(token=token, now=now, policy=deps.policy),
         message_id=delivery.message_id,
     )
-    log.info("registration_token_reissued", customer_email=email, reason=command.reason)
+    log.info(
+        "registration_token_reissued",
+        customer_email=email,
+        reason=command.reason,
+        operator=command.operator,
+    )
     return RegistrationReissueResult(
         customer_email=email, issued_at=now, tokens_revoked=saved.decision or 0
     )

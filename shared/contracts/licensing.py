@@ -68,6 +68,7 @@ class LicenseStatusResult(BaseModel):
     appliances: list[ApplianceView]
     support: bool
     suspension_reason: str | None = None
+    suspended_by: str | None = Field(default=None, description="The operator who suspended it.")
     moves_left: int | None = Field(
         default=None, description="Moves still allowed in the current 30-day window (L5)."
     )
@@ -101,6 +102,12 @@ class SuspendLicense(Command):
 
     customer_email: str = Field(min_length=1, max_length=320)
     reason: str = Field(min_length=1, max_length=2000)
+    operator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The operator who acts (console, CLI); recorded in the event. Extension.",
+    )
 
 
 class ReinstateLicense(Command):
@@ -111,6 +118,12 @@ class ReinstateLicense(Command):
 
     customer_email: str = Field(min_length=1, max_length=320)
     reason: str = Field(min_length=1, max_length=2000)
+    operator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The operator who acts (console, CLI); recorded in the event. Extension.",
+    )
 
 
 class ReissueRegistrationToken(Command):
@@ -122,6 +135,12 @@ class ReissueRegistrationToken(Command):
 
     customer_email: str = Field(min_length=1, max_length=320)
     reason: str = Field(min_length=1, max_length=2000)
+    operator: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The operator who acts (console, CLI); recorded in the event. Extension.",
+    )
 
 
 class _CustomerEvent(Event):
@@ -173,11 +192,13 @@ class LicenseExpired(_CustomerEvent):
 class LicenseSuspended(_CustomerEvent):
     ROUTING_KEY = "license.suspended"
     reason: str
+    operator: str | None = None
 
 
 class LicenseReinstated(_CustomerEvent):
     ROUTING_KEY = "license.reinstated"
     reason: str
+    operator: str | None = None
 
 
 class ApplianceRegistered(_CustomerEvent):

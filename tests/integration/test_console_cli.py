@@ -148,8 +148,12 @@ async def test_stuck_lines_and_customers_through_the_cli(system: System) -> None
         assert code == 0, err
         code, shown, err = await cli(system, "customer", "show", email)
         assert code == 0, err
-        assert shown["status"] == "suspended" and "chargeback" in shown["suspension_reason"]
-        assert "cli-tester" in shown["suspension_reason"]  # who acted
+        assert (shown["status"], shown["suspension_reason"]) == ("suspended", "chargeback")
+        assert shown["suspended_by"].startswith("cli-tester")
+        suspended = await system.client.wait_event(
+            "license.suspended", lambda b: b["customer_email"] == email
+        )
+        assert suspended["operator"].startswith("cli-tester")  # who acted, in the event (L8)
         code, _, _ = await cli(system, "customer", "reinstate", email, "--reason", "paid")
         code, shown, _ = await cli(system, "customer", "show", email)
         assert code == 0 and shown["status"] != "suspended"

@@ -77,6 +77,7 @@ class Customer(Aggregate):
     suspended: bool = False
     suspension_reason: str | None = None
     suspended_at: AwareDatetime | None = None
+    suspended_by: str | None = None
     moves: list[Move] = []  # those of the last 30 days (L5)
     pending_ends: dict[str, PlanEnd] = {}  # old order id -> its end, successor not known yet
     announced_edition: str = FREE  # the effective edition last published (license.changed)
@@ -328,17 +329,19 @@ class Customer(Aggregate):
 
     # --- L8: suspension --------------------------------------------------------------
 
-    def suspend(self, *, reason: str, now: datetime) -> None:
+    def suspend(self, *, reason: str, now: datetime, operator: str | None = None) -> None:
         """Operations suspend the licence: every appliance falls to ``free`` (L8). Again
         on a suspended licence changes nothing (the first reason stays)."""
         if self.suspended:
             return
         self.suspended, self.suspension_reason, self.suspended_at = True, reason, now
-        self.record(LicenseSuspended, at=now, reason=reason)
+        self.suspended_by = operator
+        self.record(LicenseSuspended, at=now, reason=reason, operator=operator)
 
-    def reinstate(self, *, reason: str, now: datetime) -> None:
+    def reinstate(self, *, reason: str, now: datetime, operator: str | None = None) -> None:
         """Operations lift the suspension: the plans' editions are back at the next check."""
         if not self.suspended:
             return
         self.suspended, self.suspension_reason, self.suspended_at = False, None, None
-        self.record(LicenseReinstated, at=now, reason=reason)
+        self.suspended_by = None
+        self.record(LicenseReinstated, at=now, reason=reason, operator=operator)

@@ -60,6 +60,7 @@ def status_view(customer: Customer, now: datetime, policy: Policy) -> LicenseSta
         ],
         support=entitled.support,
         suspension_reason=customer.suspension_reason,
+        suspended_by=customer.suspended_by,
         moves_left=customer.moves_left(now, policy),
     )
 
