@@ -487,7 +487,7 @@ def partner_invite(
     as_json: JsonOption = False,
     timeout: TimeoutOption = 10.0,
 ) -> None:
-    """Send a partner a new invitation link (``partner.invite``, where the system has it)."""
+    """Send a partner a new invitation link (``partner.invite``; the previous link dies)."""
     result = _send("partner.invite", {"reseller_id": reseller_id}, as_json, timeout)
     if not as_json:
         out.print(f"partner {reseller_id}: invitation sent ({result})")

@@ -10,7 +10,7 @@ from services.reseller_space import handlers, http, keys
 from services.reseller_space.domain import LinkPolicy, Partner, unknown_partner
 from services.reseller_space.store import ResellerSpaceStore
 from shared.basics.catalogue import load_catalogue
-from shared.contracts.partners import CreatePartner, DisablePartner
+from shared.contracts.partners import CreatePartner, DisablePartner, InvitePartner
 from shared.runtime.messaging import Route
 from shared.runtime.secrets import env_or_generated
 from shared.runtime.service import Runtime, Wiring
@@ -64,6 +64,7 @@ def wire(runtime: Runtime) -> Wiring:
         routes=[
             Route(CreatePartner, partial(handlers.create_partner, deps=deps)),
             Route(DisablePartner, partial(handlers.disable_partner, deps=deps)),
+            Route(InvitePartner, partial(handlers.invite_partner, deps=deps)),
         ],
         http=pages,
         large_bodies=[(http.PROOF_PATH, settings.proof_max_bytes + UPLOAD_SLACK)],

@@ -34,7 +34,7 @@ from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.base import Command
 from shared.contracts.orders import ProofView
-from shared.contracts.partners import CreatePartner, DisablePartner, PartnerView
+from shared.contracts.partners import CreatePartner, DisablePartner, InvitePartner, PartnerView
 from shared.runtime.logging import get_logger
 from shared.runtime.messaging import Bus, Delivery, UpstreamUnavailable
 from shared.runtime.web import (
@@ -97,17 +97,32 @@ async def create_partner(cmd: CreatePartner, delivery: Delivery, *, deps: SpaceD
                 f"partner {cmd.reseller_id} exists with other details "
                 f"({existing.company}, {existing.contact_email})",
             )
-        if existing.status != "invited":
-            raise Refused(
-                ErrorCode.PARTNER_EXISTS,
-                f"partner {cmd.reseller_id} is {existing.status}: its password is set; "
-                "it can ask for a password reset",
-            )
-        existing.issue_link("invitation", secret=new_token(), policy=deps.links, now=now)
+        invite(existing, deps, now)
 
     saved = await deps.store.partners.mutate(
         cmd.reseller_id, invite_again, message_id=delivery.message_id
     )
+    return saved.aggregate.view()
+
+
+def invite(partner: Partner, deps: SpaceDeps, now: datetime) -> None:
+    """A fresh invitation link, only while the partner has not set its password."""
+    if partner.status != "invited":
+        raise Refused(
+            ErrorCode.PARTNER_EXISTS,
+            f"partner {partner.id} is {partner.status}: its password is set; "
+            "it can ask for a password reset",
+        )
+    partner.issue_link("invitation", secret=new_token(), policy=deps.links, now=now)
+
+
+async def invite_partner(cmd: InvitePartner, delivery: Delivery, *, deps: SpaceDeps) -> PartnerView:
+    """``partner.invite``: the invitation sent again (the previous link dies)."""
+    now = deps.clock.now()
+    saved = await deps.store.partners.mutate(
+        cmd.reseller_id, lambda p: invite(p, deps, now), message_id=delivery.message_id
+    )
+    log.info("partner_invited_again", reseller_id=cmd.reseller_id)
     return saved.aggregate.view()
 
 

@@ -48,6 +48,7 @@ SENDERS: Final[dict[str, frozenset[str]]] = {
     "registration.reissue": _OPERATIONS,
     "partner.create": _OPERATIONS,
     "partner.disable": _OPERATIONS,
+    "partner.invite": _OPERATIONS,
     "order.get": _READERS,
     "order.list": _READERS,
     "credits.balance": _READERS | {"quotes"},  # quotes previews the credit a quote applies

@@ -58,6 +58,18 @@ class DisablePartner(Command):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class InvitePartner(Command):
+    """``partner.invite`` (operations): a fresh invitation link for a partner that has not
+    set its password yet (the previous link dies); a partner already active is told to
+    use the password reset. Extension: ``partner.create`` sent again does the same, but
+    needs the company and email."""
+
+    ROUTING_KEY = "partner.invite"
+    RESULT = PartnerView
+
+    reseller_id: str = _ID
+
+
 class _PartnerEvent(Event):
     reseller_id: str
 

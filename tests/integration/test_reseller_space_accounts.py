@@ -21,7 +21,12 @@ from services.reseller_space.handlers import ProofApi, SpaceDeps
 from services.reseller_space.store import ResellerSpaceStore
 from shared.basics.catalogue import load_catalogue
 from shared.basics.errors import ErrorCode, RateLimited, Refused
-from shared.contracts.partners import CreatePartner, DisablePartner, PartnerNotification
+from shared.contracts.partners import (
+    CreatePartner,
+    DisablePartner,
+    InvitePartner,
+    PartnerNotification,
+)
 from shared.runtime.messaging import Delivery
 from shared.runtime.store import DocumentStore, connect
 from shared.runtime.web import Passwords, SessionPolicy, SignInLimits
@@ -195,3 +200,24 @@ async def test_an_idle_session_ends(deps: SpaceDeps) -> None:
     assert await handlers.session_of(session_id, deps=deps) is not None
     deps.clock.advance(timedelta(minutes=61))  # type: ignore[attr-defined]
     assert await handlers.session_of(session_id, deps=deps) is None
+
+
+async def test_partner_invite_sends_a_fresh_link_and_the_old_one_dies(deps: SpaceDeps) -> None:
+    """``partner.invite`` (operations): while the password is not set, a new invitation
+    link replaces the old one; once it is set, the partner is told to use a reset."""
+    first = await invited(deps)
+    await handlers.invite_partner(InvitePartner(reseller_id="r-1"), delivery(), deps=deps)
+    partner = await deps.store.partners.load("r-1")
+    links = [e.link for e in partner.recorded() if isinstance(e, PartnerNotification)]
+    assert len(links) == 2 and links[0] != links[1]
+    with pytest.raises(Refused) as stale:
+        await handlers.set_password(secret=first, password=PASSWORD, confirm=PASSWORD, deps=deps)
+    assert stale.value.code == ErrorCode.INVALID_LINK
+    fresh = links[1].rsplit("/", 1)[-1]
+    await handlers.set_password(secret=fresh, password=PASSWORD, confirm=PASSWORD, deps=deps)
+    with pytest.raises(Refused) as active_already:
+        await handlers.invite_partner(InvitePartner(reseller_id="r-1"), delivery(), deps=deps)
+    assert active_already.value.code == ErrorCode.PARTNER_EXISTS
+    with pytest.raises(Refused) as nobody:
+        await handlers.invite_partner(InvitePartner(reseller_id="r-none"), delivery(), deps=deps)
+    assert nobody.value.code == ErrorCode.UNKNOWN_PARTNER

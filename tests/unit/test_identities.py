@@ -130,6 +130,7 @@ def test_the_storefront_configures_its_own_queues_only() -> None:
     [
         ("partner.create", {"operations"}),
         ("partner.disable", {"operations"}),
+        ("partner.invite", {"operations"}),
         ("partner.created", {"storefront"}),
         ("partner.notification", {"storefront"}),
     ],
