@@ -1,8 +1,8 @@
 """Real proof files, and the polyglots an attacker would send instead (O3).
 
-``pdf`` is written by hand (catalogue, page tree, one page of text, a cross-reference
-table with exact offsets), so the checker that reads it is not the library that wrote
-it; the images come from Pillow. Each is a few hundred bytes.
+``pdf`` is written by hand (``testkit.proofs.minimal_pdf``: exact cross-reference
+offsets), so the checker that reads it is not the library that wrote it; the images
+come from Pillow. Each is a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -12,34 +12,14 @@ import zipfile
 
 from PIL import Image
 
+from testkit.proofs import minimal_pdf
+
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8 + b"\x02\x00\x3e\x00"  # an x86-64 ELF header
 
 
 def pdf(text: str = "Wire transfer 319.20 EUR") -> bytes:
-    """A valid one-page PDF showing ``text`` (ASCII)."""
-    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-    content = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("ascii")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
-        b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
-    ]
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    """A valid one-page PDF showing ``text`` (``testkit.proofs``, which benches use too)."""
+    return minimal_pdf(text)
 
 
 def _image(kind: str, size: tuple[int, int] = (2, 2)) -> bytes:
