@@ -16,7 +16,6 @@ from services.licensing.domain.policy import Policy
 from services.licensing.domain.rate_limits import (
     RegistrationLimits,
     retry_after,
-    source_key,
     too_many_attempts,
 )
 from services.licensing.domain.registration import admit, customer_key_of, invalid_registration
@@ -24,6 +23,7 @@ from services.licensing.domain.views import Licensee, licence_claims, status_vie
 from services.licensing.licence_cache import LicenceCache
 from services.licensing.signing import LicenceSigner
 from services.licensing.store import LicensingStore
+from shared.basics.attempts import source_key
 from shared.basics.clock import Clock
 from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, Refused

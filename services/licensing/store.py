@@ -23,8 +23,8 @@ from pymongo.errors import DuplicateKeyError
 
 from services.licensing.domain.customer import Customer
 from services.licensing.domain.licence_view import LICENCE_FIELDS, LicenceView
-from services.licensing.domain.rate_limits import window_index
 from services.licensing.domain.registration import digest
+from shared.basics.attempts import window_index
 from shared.runtime.store import Document, DocumentStore
 
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import AwareDatetime, Field
 
+from shared.basics.attempts import EPOCH
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.base import Space
 from shared.contracts.partners import (
@@ -39,7 +40,7 @@ from shared.contracts.partners import (
     PartnerView,
 )
 from shared.runtime.store import Aggregate
-from shared.runtime.web import EPOCH, Attempt, WebSession, admit, digest
+from shared.runtime.web import Attempt, WebSession, admit, digest
 
 PASSWORD_MIN = 12
 PASSWORD_MAX = 256  # argon2 hashes any length; a bound keeps one request's work bounded

@@ -28,6 +28,7 @@ from services.reseller_space.domain import (
 )
 from services.reseller_space.store import ResellerSpaceStore
 from services.reseller_space.views import size
+from shared.basics.attempts import source_key
 from shared.basics.catalogue import Catalogue
 from shared.basics.clock import Clock
 from shared.basics.emails import normalise_email
@@ -44,7 +45,6 @@ from shared.runtime.web import (
     attempt_sign_in,
     new_token,
     sign_in_name,
-    source_key,
     too_many_attempts,
 )
 

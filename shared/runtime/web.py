@@ -28,12 +28,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -45,6 +44,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from shared.basics.attempts import EPOCH, source_key, window_index
 from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, RateLimited, Refused
 from shared.runtime.logging import get_logger
@@ -53,7 +53,6 @@ from shared.runtime.settings import Settings
 log = get_logger(__name__)
 Document = dict[str, Any]
 A = TypeVar("A")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NOBODY = "nobody@invalid.invalid"  # counted and checked like any email, never an account
 MAX_TOKEN = 128  # a longer cookie or link secret is nobody's: no digest, no read
 
@@ -139,11 +138,6 @@ class SignInLimits:
         )
 
 
-def window_index(now: datetime, window: timedelta) -> int:
-    """Fixed windows of ``window`` counted from the epoch."""
-    return (now - EPOCH) // window
-
-
 def wait_if_over(count: int, *, limit: int, now: datetime, window: timedelta) -> int | None:
     """``None`` if the ``count``-th attempt of this window is within ``limit``, else the
     seconds until the next window opens (``Retry-After``)."""
@@ -151,19 +145,6 @@ def wait_if_over(count: int, *, limit: int, now: datetime, window: timedelta) ->
         return None
     window_end = EPOCH + window * (window_index(now, window) + 1)
     return max(1, math.ceil((window_end - now).total_seconds()))
-
-
-def source_key(host: str) -> str:
-    """One source: an IPv4 address, or an IPv6 /64 (rotating inside it is still one)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host[:128]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 def sign_in_name(raw: str) -> str:

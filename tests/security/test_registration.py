@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.licensing.domain.rate_limits import window_index
 from services.licensing.domain.registration import digest
+from shared.basics.attempts import window_index
 from shared.runtime.http import JSON_BODY_LIMIT, admin_app
 from shared.runtime.settings import Settings
 from testkit.broker import BrokerSession

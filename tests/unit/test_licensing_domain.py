@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from services.licensing.domain.customer import Customer
 from services.licensing.domain.policy import Policy
-from services.licensing.domain.rate_limits import retry_after, source_key, window_index
+from services.licensing.domain.rate_limits import retry_after
 from services.licensing.domain.registration import TOKENS_KEPT, admit
 from services.licensing.domain.views import licence_claims, status_view
+from shared.basics.attempts import source_key, window_index
 from shared.basics.catalogue import load_catalogue
 from shared.basics.clock import utc_ms
 from shared.basics.errors import ErrorCode, RateLimited, Refused

@@ -1,8 +1,9 @@
 """Registration attempts, limited over a sliding window (L2): the arithmetic. No I/O.
 
 The counting itself is the store's (one ``$inc`` counter per key and fixed window, shared
-by every replica); this module says which window an attempt falls in, who counts as one
-source, and, from the counts, whether the attempt passes or how long to wait.
+by every replica); which window an attempt falls in and who counts as one source are
+``shared.basics.attempts`` (the web faces' sign-in limits use the same); this module
+says, from the counts, whether the attempt passes or how long to wait.
 
 Two limits, in this order, so that nobody can lock a customer out:
 
@@ -17,16 +18,15 @@ Two limits, in this order, so that nobody can lock a customer out:
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from fractions import Fraction
 
+from shared.basics.attempts import EPOCH
 from shared.basics.errors import ErrorCode, RateLimited
 
 MS = timedelta(milliseconds=1)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -45,25 +45,6 @@ def too_many_attempts(wait: int) -> RateLimited:
         "too many registration attempts; try again later",
         retry_after=wait,
     )
-
-
-def source_key(host: str) -> str:
-    """Who is counted as one source: an IPv4 address, or an IPv6 /64 (one site's prefix:
-    an attacker rotating addresses inside it is still one source)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host[:128]
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
-def window_index(now: datetime, window: timedelta) -> int:
-    """Fixed windows of ``window`` counted from the epoch; the limit slides over two."""
-    return (now - EPOCH) // window
 
 
 def retry_after(
