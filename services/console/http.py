@@ -47,12 +47,12 @@ from shared.contracts.operations import (
     ReplayDeadLetter,
 )
 from shared.contracts.orders import GetOrder, OrderLineView
+from shared.runtime.attempts import AttemptCounters
 from shared.runtime.http import STATUS_OF
 from shared.runtime.messaging import UpstreamUnavailable
 from shared.runtime.service import Runtime
 from shared.runtime.topology import DEAD_LETTERS_QUEUE
 from shared.runtime.web import (
-    AttemptCounters,
     Passwords,
     SessionPolicy,
     Sessions,

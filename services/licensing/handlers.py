@@ -194,7 +194,7 @@ async def _counted(key: str, limit: int, *, deps: LicensingDeps) -> int | None:
     """Count one attempt for ``key`` now (every replica counts against the same number);
     ``None`` if it is within ``limit``, else the seconds to wait."""
     now, window = deps.clock.now(), deps.limits.window
-    previous, current = await deps.store.attempts.count(key, now=now, window=window)
+    previous, current = await deps.store.attempts.count_sliding(key, now=now, window=window)
     return retry_after(previous=previous, current=current, limit=limit, window=window, now=now)
 
 

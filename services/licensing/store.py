@@ -7,65 +7,29 @@ subdocuments, so appliances are never looked up inside the customer documents), 
 fields it needs only (``LicenceView``), and at most once per ``LICENSE_CACHE_SECONDS``
 per process (``licence_cache``).
 
-Attempt counters are single documents updated with an atomic ``$inc`` upsert, so every
-replica of the service counts against the same number; each expires two windows after
-its own (the sliding window reads the previous one) and the purge job deletes it then.
+Attempt counters are ``shared.runtime.attempts`` (the web faces' sign-in limits use the
+same), in the ``registration_attempts`` collection; registration reads each key's
+previous window too (its limit slides).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from services.licensing.domain.customer import Customer
 from services.licensing.domain.licence_view import LICENCE_FIELDS, LicenceView
-from services.licensing.domain.registration import digest
-from shared.basics.attempts import window_index
+from shared.runtime.attempts import AttemptCounters
 from shared.runtime.store import Document, DocumentStore
-
-
-class AttemptCounters:
-    """Attempts per key and fixed window: ``{_id: "<key digest>:<window>", count, expires_at}``."""
-
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection = db["registration_attempts"]
-
-    async def count(self, key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
-        """Count one attempt for ``key`` now; returns (previous window's, this window's)
-        counts, this attempt included. Keys are stored as digests: no email in clear."""
-        index = window_index(now, window)
-        prefix = digest(key)
-        expires_at = datetime.fromtimestamp(0, now.tzinfo) + window * (index + 2)
-        for _ in range(3):  # two first attempts may race to create the counter
-            try:
-                current = await self.collection.find_one_and_update(
-                    # Equality fields of an upsert's filter are written on insert.
-                    {"_id": f"{prefix}:{index}", "expires_at": expires_at},
-                    {"$inc": {"count": 1}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-                break
-            except DuplicateKeyError:
-                continue
-        else:
-            raise RuntimeError(f"could not count an attempt for window {index}")
-        previous = await self.collection.find_one({"_id": f"{prefix}:{index - 1}"})
-        return (int(previous["count"]) if previous else 0, int(current["count"]) if current else 1)
-
-    async def purge(self, now: datetime) -> int:
-        result = await self.collection.delete_many({"expires_at": {"$lte": now}})
-        return result.deleted_count
 
 
 class LicensingStore:
     def __init__(self, customers: DocumentStore[Customer], db: AsyncDatabase[Document]) -> None:
         self.customers = customers
-        self.attempts = AttemptCounters(db)
+        self.attempts = AttemptCounters(db["registration_attempts"])
 
     async def create_indexes(self) -> None:
         await self.customers.collection.create_index([("next_check_at", ASCENDING)])

@@ -16,8 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.reseller_space.domain import Partner, Session
 from shared.basics.errors import ErrorCode, Refused
+from shared.runtime.attempts import AttemptCounters
 from shared.runtime.store import Document, DocumentStore
-from shared.runtime.web import AttemptCounters, Sessions, digest
+from shared.runtime.web import Sessions, digest
 
 
 def email_in_use(email: str) -> Refused:

@@ -5,6 +5,7 @@ faces share one definition of "the same source" and "the same window"."""
 from __future__ import annotations
 
 import ipaddress
+import math
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,3 +28,12 @@ def source_key(host: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def wait_if_over(count: int, *, limit: int, now: datetime, window: timedelta) -> int | None:
+    """``None`` if the ``count``-th attempt of this window is within ``limit``, else the
+    seconds until the next window opens (``Retry-After``)."""
+    if count <= limit:
+        return None
+    window_end = EPOCH + window * (window_index(now, window) + 1)
+    return max(1, math.ceil((window_end - now).total_seconds()))

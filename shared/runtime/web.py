@@ -40,13 +40,13 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from pydantic import AwareDatetime, BaseModel, ValidationError
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
-from shared.basics.attempts import EPOCH, source_key, window_index
+from shared.basics.attempts import source_key
 from shared.basics.emails import normalise_email
 from shared.basics.errors import ErrorCode, RateLimited, Refused
+from shared.runtime.attempts import AttemptCounters
 from shared.runtime.logging import get_logger
 from shared.runtime.settings import Settings
 
@@ -138,15 +138,6 @@ class SignInLimits:
         )
 
 
-def wait_if_over(count: int, *, limit: int, now: datetime, window: timedelta) -> int | None:
-    """``None`` if the ``count``-th attempt of this window is within ``limit``, else the
-    seconds until the next window opens (``Retry-After``)."""
-    if count <= limit:
-        return None
-    window_end = EPOCH + window * (window_index(now, window) + 1)
-    return max(1, math.ceil((window_end - now).total_seconds()))
-
-
 def sign_in_name(raw: str) -> str:
     """The email an attempt is counted for: normalised, or ``NOBODY`` when it is not one."""
     try:
@@ -166,43 +157,6 @@ def too_many_attempts(wait: int) -> RateLimited:
         f"too many sign-in attempts; try again in {minutes} minute{'s' if minutes > 1 else ''}",
         retry_after=wait,
     )
-
-
-class AttemptCounters:
-    """``{_id: <digest of the key>:<window>, count, expires_at}``: one counter per key and
-    fixed window, ``$inc`` upserts; purged two windows later."""
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self.collection = collection
-
-    async def create_indexes(self) -> None:
-        await self.collection.create_index([("expires_at", ASCENDING)])
-
-    async def count(self, key: str, *, now: datetime, window: timedelta) -> int:
-        """Count one attempt for ``key`` now; returns this window's count, this one included."""
-        index = window_index(now, window)
-        expires_at = EPOCH + window * (index + 2)
-        for _ in range(3):  # two first attempts may race to create the counter
-            try:
-                current = await self.collection.find_one_and_update(
-                    {"_id": f"{digest(key)}:{index}", "expires_at": expires_at},
-                    {"$inc": {"count": 1}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-                return int(current["count"]) if current else 1
-            except DuplicateKeyError:
-                continue
-        raise RuntimeError(f"could not count a sign-in attempt in window {index}")
-
-    async def wait(self, key: str, *, limit: int, now: datetime, window: timedelta) -> int | None:
-        """Count one attempt; ``None`` within ``limit``, else the seconds to wait."""
-        count = await self.count(key, now=now, window=window)
-        return wait_if_over(count, limit=limit, now=now, window=window)
-
-    async def purge(self, now: datetime) -> int:
-        result = await self.collection.delete_many({"expires_at": {"$lte": now}})
-        return result.deleted_count
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from argon2 import PasswordHasher
 from services.console.domain import Operator, operator_closed
 from services.console.store import ConsoleStore
 from shared.basics.errors import ErrorCode, RateLimited, Refused
+from shared.runtime.attempts import AttemptCounters
 from shared.runtime.store import connect
-from shared.runtime.web import AttemptCounters, Passwords, SignInLimits, admit, attempt_sign_in
+from shared.runtime.web import Passwords, SignInLimits, admit, attempt_sign_in
 
 NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)  # a window boundary: counts start afresh
 EMAIL = "alice@ops.example"

@@ -28,12 +28,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from services.licensing.domain.customer import Customer, unknown_customer
 from services.licensing.domain.licence_view import LicenceView
-from services.licensing.store import AttemptCounters, LicensingStore
+from services.licensing.store import LicensingStore
 from services.orders.api_keys import ApiKey, unknown_api_key
 from services.orders.domain import OrderLine, unknown_order
 from services.orders.store import OrderStore
 from shared.basics.errors import Conflict, Refused
 from shared.contracts import Command, Event
+from shared.runtime.attempts import AttemptCounters
 from shared.runtime.messaging import Bus
 from shared.runtime.store import Aggregate, Document, DocumentStore, OutboxEntry, Unknown
 
@@ -228,7 +229,7 @@ class MemoryAttemptCounters(AttemptCounters):
         # No database: AttemptCounters.__init__ is deliberately not run.
         self.counts: dict[tuple[str, int], int] = {}
 
-    async def count(self, key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
+    async def count_sliding(self, key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
         index = (now - EPOCH) // window
         self.counts[key, index] = self.counts.get((key, index), 0) + 1
         return self.counts.get((key, index - 1), 0), self.counts[key, index]

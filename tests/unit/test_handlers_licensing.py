@@ -188,7 +188,7 @@ def traced(deps: LicensingDeps) -> list[str]:
     """What ``register_appliance`` asks of the store, in order, emails left out."""
     store = store_of(deps)
     trace: list[str] = []
-    count, tokens_of = store.attempts.count, store.tokens_of
+    count, tokens_of = store.attempts.count_sliding, store.tokens_of
 
     async def counting(key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
         trace.append(f"count {key.split(':')[0]}")
@@ -198,7 +198,7 @@ def traced(deps: LicensingDeps) -> list[str]:
         trace.append("tokens_of")
         return await tokens_of(email)
 
-    store.attempts.count = counting  # type: ignore[method-assign]
+    store.attempts.count_sliding = counting  # type: ignore[method-assign]
     store.tokens_of = reading  # type: ignore[method-assign]
     return trace
 

@@ -25,13 +25,14 @@ from services.reseller_space.views import (
     money,
     upgrade_targets,
 )
+from shared.basics.attempts import wait_if_over
 from shared.basics.catalogue import load_catalogue
 from shared.basics.errors import ErrorCode, RateLimited, Refused
 from shared.basics.money import Money
 from shared.contracts.credits import BalanceResult, LotView
 from shared.contracts.orders import OrderLineView, OrderPrice
 from shared.contracts.partners import PartnerNotification
-from shared.runtime.web import SessionPolicy, digest, wait_if_over
+from shared.runtime.web import SessionPolicy, digest
 
 NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 POLICY = LinkPolicy(base_url="https://partners.example/")
