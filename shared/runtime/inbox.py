@@ -2,10 +2,12 @@
 
 A consumer claims each message id **before** it applies the message, with the routing
 key and a digest of the body. The same id again:
-- with the same routing key and body: a resend. Once answered, it gets the first
-  answer again and nothing is applied; while the first delivery is still in flight (or
-  died mid-way) it is applied again, which the aggregates' ``applied_messages`` make
-  harmless;
+- with the same routing key and body: a resend. A command once answered gets the
+  first answer again and nothing is applied; while the first delivery is still in flight
+  (or died mid-way) it is applied again, which the aggregates' ``applied_messages`` make
+  harmless. An event has no answer to keep, so its record is never completed: a resent
+  event is always applied again, and changes nothing twice for the same reason (one
+  store write per event consumed, instead of two);
 - with another routing key or body: refused with ``idempotency_key_reused``, nothing
   applied (Stripe's rule). Two requests racing with one id cannot both act.
 

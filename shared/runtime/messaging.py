@@ -482,7 +482,7 @@ class Bus:
                 await self._publish_rejection(key, message_id, error, raw.correlation_id)
         if raw.reply_to and body is not None:
             await self._reply(message, body)
-        if remembers:
+        if remembers and issubclass(route.message, Command):  # an event has no answer to keep
             await self.inbox.complete(
                 self.service,
                 message_id,

@@ -17,6 +17,11 @@ HANDLING_SECONDS = Histogram(
 EVENTS_PUBLISHED = Counter(
     "xo_events_published_total", "Events published from the outbox.", ["service", "routing_key"]
 )
+EVENTS_PUBLISHED_AT_SAVE = Counter(
+    "xo_events_published_at_save_total",
+    "Events published by the save that stored them (the rest: by the relay's passes, "
+    "after a crash, a failure, or a claim another replica held).",
+)
 DEAD_LETTERED = Counter(
     "xo_dead_lettered_total", "Messages dead-lettered with a reason.", ["service", "routing_key"]
 )

@@ -138,9 +138,9 @@ class Runtime:
         self.routing_keys: list[str] = []
 
     def store(self, collection: str, model: type[A], *, unknown: Unknown) -> DocumentStore[A]:
-        """A store for one aggregate kind; each save wakes the relay. Its outbox is published
-        once the service names it in ``Wiring.outboxes``."""
-        return DocumentStore(self.db[collection], model, unknown=unknown, on_saved=self.relay.wake)
+        """A store for one aggregate kind whose saves publish their own events (or wake the
+        relay), once the service names it in ``Wiring.outboxes``."""
+        return DocumentStore(self.db[collection], model, unknown=unknown, relay=self.relay)
 
     async def start(self, wiring: Wiring) -> None:
         await self.broker.connect()
@@ -180,6 +180,7 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.broker.stop()  # stop consuming first: in-flight handlers finish
+        await self.relay.finish()  # and the publications of their saves
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -169,7 +169,12 @@ class DocumentStore(Generic[A]):
     """Load and save one kind of aggregate with optimistic concurrency.
 
     ``unknown`` is the refusal for an id that names nothing (``unknown_order``...): each
-    store says it once, instead of every handler."""
+    store says it once, instead of every handler.
+
+    With a ``relay``, a save that stores events publishes them itself, at once: the save
+    carries the relay's claim (``OutboxRelay.hold``), so no other relay takes the
+    document, and no pass has to find and claim it first (``OutboxRelay.publish_held``).
+    A document another relay holds is saved without a claim and left to the relays."""
 
     def __init__(
         self,
@@ -177,12 +182,12 @@ class DocumentStore(Generic[A]):
         model: type[A],
         *,
         unknown: Unknown,
-        on_saved: Callable[[], None] = lambda: None,
+        relay: OutboxRelay | None = None,
     ) -> None:
         self.collection = collection
         self.model = model
         self.unknown = unknown
-        self._on_saved = on_saved
+        self.relay = relay
         self._writing: dict[str, tuple[asyncio.Lock, int]] = {}  # aggregate id -> (lock, users)
         self._changed: list[Callable[[A], None]] = []
 
@@ -206,23 +211,38 @@ class DocumentStore(Generic[A]):
     async def insert(self, aggregate: A) -> bool:
         """Store a new aggregate; False if one with that id exists (the create was a replay)."""
         aggregate.version = 1
+        held = self._hold(aggregate)
         try:
             await self.collection.insert_one(aggregate.to_document())
         except DuplicateKeyError:
             return False
-        self._on_saved()
+        self._publish(aggregate, held)
         return True
 
     async def save(self, aggregate: A) -> None:
         """Replace the document if nobody saved it since we loaded it; else ``Conflict``."""
         expected = aggregate.version
+        held = self._hold(aggregate)
         doc = aggregate.to_document()
         doc["version"] = expected + 1
         result = await self.collection.replace_one({"_id": aggregate.id, "version": expected}, doc)
         if result.matched_count != 1:
             raise Conflict(f"{self.model.__name__} {aggregate.id} changed since version {expected}")
         aggregate.version = expected + 1
-        self._on_saved()
+        self._publish(aggregate, held)
+
+    def _hold(self, aggregate: A) -> bool:
+        return self.relay is not None and self.relay.hold(self.collection, aggregate)
+
+    def _publish(self, aggregate: A, held: bool) -> None:
+        """After a save: publish its events now if the save held the claim, else wake the
+        relay (a claim was live; whoever holds it wakes the relay when it lets go)."""
+        if self.relay is None:
+            return
+        if held:
+            self.relay.publish_held(self.collection, aggregate.to_document())
+        elif aggregate.outbox:
+            self.relay.wake()
 
     async def mutate(
         self,
@@ -304,6 +324,8 @@ CANDIDATES_PER_PASS = 1000
 #: A document whose publication failed waits this long before another try, doubling per
 #: failure up to the last figure (per document: the others go on meanwhile).
 RELAY_BACKOFF_SECONDS = (0.5, 10.0)
+#: How long a stopping service waits for the publications its last saves handed over.
+FINISH_SECONDS = 10.0
 
 
 def relay_id() -> str:
@@ -379,6 +401,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._last_error_log: float | None = None
         self._failing = False
+        self._watched: set[str] = set()
+        self._held: set[asyncio.Task[None]] = set()
 
     async def watch(self, collections: Sequence[AsyncCollection[Document]]) -> None:
         """Publish these collections' outboxes from now on. Each pass and each save's wake-up
@@ -386,6 +410,49 @@ class OutboxRelay:
         for collection in collections:
             await collection.create_index("outbox_pending")
         self.collections = [*self.collections, *collections]
+        self._watched = {collection.full_name for collection in self.collections}
+
+    def hold(self, collection: AsyncCollection[Document], aggregate: Aggregate) -> bool:
+        """Put this relay's claim on an aggregate about to be saved with events, if nobody
+        holds it (its lease is over): the save itself is then the claim, and the saver
+        publishes at once (``publish_held``). False, and the aggregate untouched, when
+        there is nothing to publish, the collection is not watched, or a claim is live
+        (another relay's, this one's pass, or a back-off after a failed publication):
+        those are left to the passes, so that no entry is published by two at once."""
+        if not aggregate.outbox or collection.full_name not in self._watched:
+            return False
+        now = self._now_ms()
+        if aggregate.outbox_claimed_until_ms > now:
+            return False
+        aggregate.outbox_claimed_until_ms = now + self.lease_ms
+        aggregate.outbox_claimed_by = self.relay_id
+        return True
+
+    def publish_held(self, collection: AsyncCollection[Document], doc: Document) -> None:
+        """Publish the events of a document saved holding this relay's claim (``hold``), as
+        saved, then remove them and release the claim: what a pass does after its claim,
+        without the read and the claim before it. In a task of its own: the saver answers
+        without waiting for the broker's confirm (``finish`` waits for these on stop)."""
+        task = asyncio.create_task(self._publish_held(collection, doc))
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+    async def finish(self) -> None:
+        """Let the publications saves handed over end (the service is stopping), for at most
+        ``FINISH_SECONDS``; one cut short is published by a pass once its lease expires."""
+        if self._held:
+            await asyncio.wait(self._held, timeout=FINISH_SECONDS)
+
+    async def _publish_held(self, collection: AsyncCollection[Document], doc: Document) -> None:
+        """Never raises: the save is done, and a failure leaves the document to the passes
+        (after its back-off, or once its lease expires)."""
+        done = RelayPass()
+        try:
+            await self._relay(collection, doc, done)
+        except Exception as exc:  # the store, while settling: the lease expires, a pass retries
+            done.failed(exc)
+        metrics.EVENTS_PUBLISHED_AT_SAVE.inc(done.published)
+        await self._report_pass(done)
 
     def wake(self) -> None:
         self._wake.set()
@@ -547,6 +614,8 @@ class OutboxRelay:
                 {**current, **update, "version": version + 1},
             )
             if result.matched_count == 1:
+                if remaining and not failed:  # saved meanwhile, behind our claim: a pass now
+                    self.wake()
                 return
             current = await collection.find_one({"_id": doc["_id"]})  # a save came between
         raise Conflict(f"could not settle the outbox of {doc['_id']}")

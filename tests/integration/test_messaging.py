@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -618,3 +618,109 @@ async def test_an_outage_is_one_error_line_with_a_count_not_a_line_per_pass(
     down[0] = False
     assert await relay.drain() == 6
     assert [event for event, _ in lines] == ["outbox_publish_failed", "outbox_publish_recovered"]
+
+
+# --- a save publishes its own events (the relay's claim travels in the save) -----------
+
+
+def cancelled(tally: Tally, n: int = 0) -> None:
+    tally.record(OrderCancelled, at=AT, order_id=f"o{n}", reseller_id="r", correlation_id=None)
+
+
+async def held_store(
+    outbox: AsyncCollection[Document], publish: Callable[[OutboxEntry], Awaitable[None]]
+) -> tuple[DocumentStore[Tally], OutboxRelay]:
+    relay = OutboxRelay(publish, clock=FixedClock(AT), name="saver")
+    await relay.watch([outbox])
+    return DocumentStore(outbox, Tally, unknown=unknown_order, relay=relay), relay
+
+
+async def test_a_save_publishes_its_events_itself_with_no_pass(
+    outbox: AsyncCollection[Document],
+) -> None:
+    recorder = Recorder()
+    store, relay = await held_store(outbox, recorder)
+    tally = Tally(id="t0")
+    cancelled(tally)
+    assert await store.insert(tally)
+    await relay.finish()
+    await store.mutate("t0", lambda t: cancelled(t, 1), message_id="m1")
+    await relay.finish()
+    assert len(recorder.published) == 2
+    doc = await outbox.find_one({"_id": "t0"})
+    assert doc is not None and doc["outbox"] == [] and doc["outbox_pending"] is False
+    assert doc["outbox_claimed_until_ms"] == 0 and doc["outbox_claimed_by"] == ""
+    assert await relay.drain() == 0  # nothing left for a pass
+    assert recorder.published == recorder.attempted  # each attempted once
+
+
+async def test_a_save_leaves_a_document_another_relay_holds_to_the_relays(
+    outbox: AsyncCollection[Document],
+) -> None:
+    """Another replica's relay holds the document: the save adds its event without a
+    claim and publishes nothing; once the claim ends a pass publishes every event once."""
+    ids = await with_events(outbox, 1)
+    clock = FixedClock(AT)
+    other = OutboxRelay(Recorder(), clock=clock, name="other", claim_seconds=30)
+    await other.watch([outbox])
+    assert await other.claim(outbox) is not None  # ...and it is slow, or it died
+    recorder = Recorder()
+    store, relay = await held_store(outbox, recorder)
+    relay.clock = clock
+    await store.mutate("t0", lambda t: cancelled(t, 9), message_id="m1")
+    await relay.finish()
+    assert recorder.attempted == []
+    doc = await outbox.find_one({"_id": "t0"})
+    assert doc is not None and doc["outbox_claimed_by"] == "other" and len(doc["outbox"]) == 3
+    clock.advance(timedelta(seconds=30))
+    assert await relay.drain() == 3
+    assert recorder.published[:2] == ids and len(set(recorder.published)) == 3
+
+
+async def test_a_failed_publication_at_save_backs_off_and_a_pass_publishes_it(
+    outbox: AsyncCollection[Document],
+) -> None:
+    down = [True]
+    recorder = Recorder(lambda _: down[0])
+    store, relay = await held_store(outbox, recorder)
+    assert isinstance(relay.clock, FixedClock)
+    tally = Tally(id="t0")
+    cancelled(tally)
+    assert await store.insert(tally)  # the save stands: the failure is the relay's
+    await relay.finish()
+    assert len(recorder.attempted) == 1 and recorder.published == []
+    doc = await outbox.find_one({"_id": "t0"})
+    assert doc is not None and doc["outbox_failures"] == 1 and doc["outbox_pending"] is True
+    assert await relay.drain() == 0  # its back-off holds
+    down[0] = False
+    relay.clock.advance(timedelta(seconds=0.5))
+    assert await relay.drain() == 1
+    assert recorder.published == recorder.attempted[-1:]
+
+
+async def test_a_save_behind_a_publication_in_flight_is_published_after_it_once(
+    outbox: AsyncCollection[Document],
+) -> None:
+    """Two saves of one aggregate in a row: the second comes while the first's events are
+    being published (its claim is live), so it waits for the pass the first one's release
+    wakes; each event goes out once, in order."""
+    gate = asyncio.Event()
+    published: list[str] = []
+
+    async def slow(entry: OutboxEntry) -> None:
+        await gate.wait()
+        published.append(entry.event_id)
+
+    store, relay = await held_store(outbox, slow)
+    tally = Tally(id="t0")
+    cancelled(tally)
+    assert await store.insert(tally)
+    first = tally.outbox[0].event_id
+    saved = await store.mutate("t0", lambda t: cancelled(t, 1), message_id="m1")
+    second = saved.aggregate.outbox[-1].event_id
+    gate.set()
+    await relay.finish()
+    assert published == [first]
+    assert relay._wake.is_set()  # the release woke a pass for what came behind it
+    assert await relay.drain() == 1
+    assert published == [first, second]
