@@ -109,8 +109,6 @@ async def run(count: int, requests: int) -> None:
         now = datetime.now(UTC)
         lines = waiting_lines(count, now)
         await store.lines.insert_many([line.model_dump(by_alias=True) for line in lines])
-        for line in lines:  # what folding each line's events does
-            await store.note_review(line)
         await store.add_operator(
             Operator(id=EMAIL, name="Bench", password_hash=hash_password(PASSWORD), created_at=now)
         )

@@ -64,8 +64,5 @@ def wire(runtime: Runtime) -> Wiring:
         ],
         http=pages.router(),
         setup=setup,
-        periodic={
-            "web_purge": pages.purge,
-            "review_compaction": lambda now: store.compact_review(now - timedelta(hours=1)),
-        },
+        periodic={"web_purge": pages.purge},
     )

@@ -4,7 +4,7 @@ operator accounts (sessions and sign-in limits live in ``shared.runtime.web``)."
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -20,70 +20,122 @@ from services.console.domain import (
 )
 
 Document = dict[str, Any]
-REVIEW_QUEUE = "review_queue"
-REVIEW_VERSION = "review_queue_version"
 
 
-def review_entry(line: LineState) -> Document:
-    """What the review queue shows of a line (``ReviewItem`` without its age)."""
-    proof = line.proof
-    assert proof is not None
+#: What the review queue reads of a line document.
+REVIEW_FIELDS = {
+    field: 1
+    for field in (
+        "reseller_id",
+        "edition",
+        "billing",
+        "amount_due",
+        "currency",
+        "proof",
+        "status_since",
+    )
+}
+
+
+def review_entry(doc: Document) -> Document:
+    """What the review queue shows of a line's document (``ReviewItem`` without its age):
+    read as stored, a thousand at a time, without building each ``LineState``."""
+    proof = doc["proof"]
     return {
-        "order_id": line.id,
-        "reseller_id": line.reseller_id,
-        "edition": line.edition,
-        "billing": line.billing,
-        "amount_due": line.amount_due,
-        "currency": line.currency,
-        "proof_id": proof.proof_id,
-        "sha256": proof.sha256,
-        "size": proof.size,
-        "content_type": proof.content_type,
-        "submitted_at": proof.submitted_at,
-        "since": line.status_since,
+        "order_id": doc["_id"],
+        "reseller_id": doc.get("reseller_id"),
+        "edition": doc.get("edition"),
+        "billing": doc.get("billing"),
+        "amount_due": doc.get("amount_due"),
+        "currency": doc.get("currency", "EUR"),
+        "proof_id": proof["proof_id"],
+        "sha256": proof["sha256"],
+        "size": proof["size"],
+        "content_type": proof["content_type"],
+        "submitted_at": proof["submitted_at"],
+        "since": doc["status_since"],
         "age_seconds": 0,
     }
 
 
+#: Marks that every entry of the log has its copies in ``line_entries`` (a log kept
+#: before that collection existed is copied once, at start).
+LINE_ENTRIES_READY = "line_entries_ready"
+
+
 class ConsoleStore:
+    """Indexes are single-field: the embedded store (nx-27017) uses no compound index, and
+    an index on an array field breaks its equality match on that array (nothing matches).
+    So a line's entries are found through ``line_entries``, one copy of each entry per
+    line it names, keyed by the scalar ``line``: folding a line reads its own entries, not
+    the whole log."""
+
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.log = db["event_log"]
+        self.line_entries = db["line_entries"]
         self.lines = db["lines"]
         self.operators = db["operators"]
-        # One document lists the lines awaiting review (the review page reads it whole:
-        # 1,000 lines in one read instead of 1,000 documents).
-        self.summaries = db["summaries"]
-        # The summary as this process last read it, with the version it read (a small
-        # counter document says when to read the summary again).
-        self._review_cache: tuple[int, list[Document]] | None = None
+        self.summaries = db["summaries"]  # markers (``LINE_ENTRIES_READY``)
 
     async def create_indexes(self) -> None:
-        for field in ("order_ids", "reseller_id", "customer_email", "correlation_id"):
-            await self.log.create_index([(field, ASCENDING), ("occurred_at", ASCENDING)])
+        for field in ("reseller_id", "customer_email", "correlation_id"):
+            await self.log.create_index([(field, ASCENDING)])
         await self.log.create_index([("occurred_at", DESCENDING)])
-        await self.log.create_index([("routing_key", ASCENDING), ("occurred_at", DESCENDING)])
-        await self.lines.create_index([("status", ASCENDING), ("status_since", ASCENDING)])
-        await self.lines.create_index([("reseller_id", ASCENDING), ("placed_at", DESCENDING)])
+        await self.line_entries.create_index([("line", ASCENDING)])
+        await self.lines.create_index([("status", ASCENDING)])
+        await self.lines.create_index([("reseller_id", ASCENDING)])
         await self.lines.create_index([("customer_email", ASCENDING)])
+        await self._copy_log_to_lines()
+
+    async def _copy_log_to_lines(self) -> None:
+        """Give every entry of a log kept before ``line_entries`` its line copies (once;
+        an interrupted copy starts again, and copies are keyed, so never doubled)."""
+        if await self.summaries.find_one({"_id": LINE_ENTRIES_READY}) is not None:
+            return
+        async for doc in self.log.find({}):
+            await self._copy_to_lines(LogEntry.model_validate(doc), doc)
+        await self.summaries.update_one(
+            {"_id": LINE_ENTRIES_READY}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
+        )
 
     # --- the event log -------------------------------------------------------------------
 
     async def append(self, entry: LogEntry) -> bool:
-        """Add an entry once: False when its id is already in the log (a redelivery, a replay)."""
+        """Add an entry once: False when its id is already in the log (a redelivery, a replay).
+        Its line copies are written either way (a redelivery after a crash between the two)."""
+        doc = entry.model_dump(by_alias=True)
         try:
-            await self.log.insert_one(entry.model_dump(by_alias=True))
+            await self.log.insert_one(doc)
+            new = True
         except DuplicateKeyError:
-            return False
-        return True
+            new = False
+        await self._copy_to_lines(entry, doc)
+        return new
+
+    async def _copy_to_lines(self, entry: LogEntry, doc: Document) -> None:
+        for order_id in entry.order_ids:
+            with contextlib.suppress(DuplicateKeyError):
+                await self.line_entries.insert_one(
+                    {**doc, "_id": f"{order_id} {entry.id}", "entry_id": entry.id, "line": order_id}
+                )
 
     async def entries(self, query: Document, *, limit: int = 2000) -> list[LogEntry]:
         cursor = self.log.find(query).sort("occurred_at", ASCENDING).limit(limit)
         return [LogEntry.model_validate(doc) async for doc in cursor]
 
+    async def line_log(self, order_id: str, *, limit: int = 10_000) -> list[LogEntry]:
+        """The entries naming the line, oldest first (its copies in ``line_entries``)."""
+        cursor = self.line_entries.find({"line": order_id}).limit(limit)
+        entries = [LogEntry.model_validate({**doc, "_id": doc["entry_id"]}) async for doc in cursor]
+        return sorted(entries, key=lambda entry: entry.occurred_at)
+
     async def timeline(self, order_id: str) -> list[LogEntry]:
         """Every entry naming the line, and every entry of its workflow (correlation id)."""
-        return await self.entries({"$or": [{"order_ids": order_id}, {"correlation_id": order_id}]})
+        named = await self.line_log(order_id, limit=2000)
+        workflow = await self.entries({"correlation_id": order_id})
+        merged = {entry.id: entry for entry in [*named, *workflow]}
+        return sorted(merged.values(), key=lambda entry: entry.occurred_at)[:2000]
 
     async def recent(self, limit: int = 100) -> list[LogEntry]:
         cursor = self.log.find({}).sort("occurred_at", DESCENDING).limit(limit)
@@ -97,8 +149,7 @@ class ConsoleStore:
     async def refresh_line(self, order_id: str) -> LineState | None:
         """Fold the line from its entries and keep the result, unless a fold of more
         entries was kept meanwhile (the log only grows, so more entries is newer)."""
-        entries = await self.entries({"order_ids": order_id}, limit=10_000)
-        line = fold_line(order_id, entries)
+        line = fold_line(order_id, await self.line_log(order_id))
         if line is None:
             return None
         doc = line.model_dump(by_alias=True)
@@ -106,68 +157,16 @@ class ConsoleStore:
             await self.lines.replace_one(
                 {"_id": order_id, "events": {"$lte": line.events}}, doc, upsert=True
             )
-        await self.note_review(line)
         return line
 
-    async def note_review(self, line: LineState) -> None:
-        """Keep the review summary in step with the line: an entry while its proof awaits
-        review, a tombstone after; a fold of fewer entries never overwrites a newer one."""
-        key = f"lines.{line.id.replace('.', '_')}"
-        newer_or_equal = {f"{key}.events": {"$lte": line.events}}
-        if line.status == "proof_submitted" and line.proof is not None:
-            entry = {
-                **review_entry(line),
-                "events": line.events,
-                "waiting": True,
-            }
-            query = {"_id": REVIEW_QUEUE, "$or": [{key: {"$exists": False}}, newer_or_equal]}
-            try:
-                result = await self.summaries.update_one(query, {"$set": {key: entry}}, upsert=True)
-            except DuplicateKeyError:  # a newer entry is already there
-                return
-        else:
-            tombstone = {"events": line.events, "waiting": False, "since": line.status_since}
-            result = await self.summaries.update_one(
-                {"_id": REVIEW_QUEUE, **newer_or_equal}, {"$set": {key: tombstone}}
-            )
-        if result.modified_count or result.upserted_id is not None:
-            await self._changed()
-
-    async def _changed(self) -> None:
-        """Tell every process the summary changed (after the change: a reader that sees the
-        new number reads a summary at least that new)."""
-        await self.summaries.update_one({"_id": REVIEW_VERSION}, {"$inc": {"n": 1}}, upsert=True)
-
     async def awaiting_review(self, limit: int = 5000) -> list[Document]:
-        """Lines whose proof awaits review, oldest first (from the one summary document):
-        ``ReviewItem`` fields, as plain dicts (the page lists a thousand of them)."""
-        counter = await self.summaries.find_one({"_id": REVIEW_VERSION})
-        version = int((counter or {}).get("n", 0))
-        if self._review_cache is None or self._review_cache[0] != version:
-            doc = await self.summaries.find_one({"_id": REVIEW_QUEUE})
-            entries = [e for e in ((doc or {}).get("lines") or {}).values() if e.get("waiting")]
-            entries.sort(key=lambda e: e["since"])
-            self._review_cache = (version, entries)
-        return [dict(e) for e in self._review_cache[1][:limit]]
-
-    async def compact_review(self, before: datetime) -> int:
-        """Drop tombstones older than ``before`` (unless the line changed meanwhile)."""
-        doc = await self.summaries.find_one({"_id": REVIEW_QUEUE})
-        dropped = 0
-        for key, entry in ((doc or {}).get("lines") or {}).items():
-            if not entry.get("waiting") and entry["since"] < before:
-                result = await self.summaries.update_one(
-                    {
-                        "_id": REVIEW_QUEUE,
-                        f"lines.{key}.events": entry["events"],
-                        f"lines.{key}.waiting": False,
-                    },
-                    {"$unset": {f"lines.{key}": ""}},
-                )
-                dropped += result.modified_count
-        if dropped:
-            await self._changed()
-        return dropped
+        """Lines whose proof awaits review, oldest first: ``ReviewItem`` fields, as plain
+        dicts (the page lists a thousand of them). One indexed read of the lines in that
+        status: nothing is kept up to date per event for it."""
+        cursor = self.lines.find({"status": "proof_submitted"}, REVIEW_FIELDS)
+        entries = [review_entry(doc) async for doc in cursor if doc.get("proof")]
+        entries.sort(key=lambda entry: entry["since"])
+        return entries[:limit]
 
     async def line(self, order_id: str) -> LineState | None:
         doc = await self.lines.find_one({"_id": order_id})

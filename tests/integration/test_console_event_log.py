@@ -3,13 +3,17 @@ it survives a restart and a replay of every event without duplicates."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import aio_pika
 import pytest
 from prometheus_client import registry as prometheus
 
+from services.console.domain import entry_of
+from services.console.store import ConsoleStore
 from shared.contracts.identities import OWNERS
+from shared.runtime.store import connect
 from tests.integration.console_support import Console, eventually, running_console
 from tests.support.flows import paid_order, place, upload
 from tests.support.system import System
@@ -116,3 +120,49 @@ async def test_the_log_survives_a_restart_and_a_replay_of_every_event_once(syste
         # and the console goes on logging new events
         second = (await place(system, "r-replay-2"))["order_id"]
         await eventually(lambda: _keys_of(console, second), lambda k: "order.placed" in k)
+
+
+async def test_a_log_kept_before_line_entries_is_copied_once_and_lines_fold_from_it(
+    mongo_url: str,
+) -> None:
+    """A console upgraded over an existing log: at start every entry gets its line
+    copies (an entry naming two lines, both), once; a line then folds from its own
+    entries, and the timeline still finds each entry once."""
+    client = connect(mongo_url)
+    name = f"console_{uuid4().hex[:10]}"
+    try:
+        store = ConsoleStore(client[name])
+        at = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
+        placed = entry_of(
+            "order.placed",
+            {"order_id": "o1", "reseller_id": "r", "occurred_at": at.isoformat()},
+            message_id="m1",
+            publisher="orders",
+            correlation_id="o1",
+            received_at=at,
+        )
+        upgraded = entry_of(
+            "plan.upgraded",
+            {"order_id": "o2", "previous_order_id": "o1", "occurred_at": at.isoformat()},
+            message_id="m2",
+            publisher="orders",
+            correlation_id="o2",
+            received_at=at + timedelta(seconds=1),
+        )
+        assert upgraded.order_ids == ["o2", "o1"]
+        for entry in (placed, upgraded):  # as the console wrote them before line_entries
+            await store.log.insert_one(entry.model_dump(by_alias=True))
+        assert await store.line_log("o1") == []
+        await store.create_indexes()
+        await store.create_indexes()  # a second start copies nothing again
+        assert [e.id for e in await store.line_log("o1")] == ["m1", "m2"]
+        assert [e.id for e in await store.line_log("o2")] == ["m2"]
+        assert await store.line_entries.count_documents({}) == 3
+        assert [e.id for e in await store.timeline("o1")] == ["m1", "m2"]
+        assert not await store.append(placed)  # a redelivery: no second entry anywhere
+        assert await store.line_entries.count_documents({}) == 3
+        line = await store.refresh_line("o1")
+        assert line is not None and line.reseller_id == "r"
+    finally:
+        await client.drop_database(name)
+        await client.close()
