@@ -34,9 +34,12 @@ class OrderStore:
         self.inbox = inbox
 
     async def create_indexes(self) -> None:
-        await self.lines.collection.create_index([("reseller_id", 1), ("placed_at", DESCENDING)])
-        await self.lines.collection.create_index([("status", 1), ("unpaid_expires_at", 1)])
-        await self.keys.collection.create_index([("reseller_id", 1), ("created_at", DESCENDING)])
+        """Single-field indexes, on scalar fields: the embedded store uses no compound index
+        (a query on one scans the collection); a reseller's lines, sorted once found, are
+        few enough."""
+        await self.lines.collection.create_index("reseller_id")
+        await self.lines.collection.create_index("status")
+        await self.keys.collection.create_index("reseller_id")
 
     async def unpaid_due(self, now: datetime) -> list[str]:
         """Lines awaiting proof past their unpaid delay (O8): top-level fields only."""
@@ -54,8 +57,8 @@ class OrderStore:
         limit: int | None,
         offset: int,
     ) -> tuple[list[OrderLine], int]:
-        """One page of the reseller's lines, newest first, and how many match in all: an
-        indexed range on (reseller_id, placed_at), then a skip and a limit.
+        """One page of the reseller's lines, newest first, and how many match in all: the
+        lines of the reseller (indexed), sorted, then a skip and a limit.
 
         The total is the number of matching ids, read in one batch: on the embedded store
         ``count_documents`` (an aggregation) costs about five times as much (240 ms against
