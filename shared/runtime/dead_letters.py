@@ -181,7 +181,8 @@ class DeadLetterKeeper:
         ]
 
     async def create_indexes(self) -> None:
-        await self.store.collection.create_index([("status", 1), ("dead_at", -1)])
+        # Single-field: the embedded store uses no compound index (ConsoleStore says more).
+        await self.store.collection.create_index("status")
         await self.store.collection.create_index("dead_at")
 
     # --- keeping (called by Bus.dead_letter) -------------------------------------------
