@@ -310,3 +310,26 @@ async def test_gridfs_keeps_bytes_and_metadata(db: AsyncDatabase[Document]) -> N
     await bucket.delete(file_id)
     with pytest.raises(NoFile):
         await bucket.open_download_stream(file_id)
+
+
+async def test_single_field_indexes_on_scalars_match_as_without_an_index(
+    db: AsyncDatabase[Document],
+) -> None:
+    """What the services index: single scalar fields (ConsoleStore says why). Equality on an
+    indexed scalar and a range after it find what they find without the index; an array
+    field is matched by containment only where it is not indexed (the console's
+    ``order_ids``: a line's entries are found through the scalar ``line``)."""
+    plain, indexed = db["plain"], db["indexed"]
+    docs = [
+        {"_id": 1, "status": "awaiting_proof", "at": 5, "ids": ["o1"]},
+        {"_id": 2, "status": "awaiting_proof", "at": 9, "ids": ["o1", "o2"]},
+        {"_id": 3, "status": "paid", "at": 1, "ids": ["o3"]},
+    ]
+    await plain.insert_many(docs)
+    await indexed.insert_many(docs)
+    await indexed.create_index("status")
+    for collection in (plain, indexed):
+        found = collection.find({"status": "awaiting_proof", "at": {"$lte": 6}}, {"_id": 1})
+        assert [doc["_id"] async for doc in found] == [1]
+    contained = plain.find({"ids": "o1"}, {"_id": 1}).sort("_id", 1)
+    assert [doc["_id"] async for doc in contained] == [1, 2]
