@@ -3,7 +3,9 @@
 - One aggregate = one document, saved whole with an optimistic version check.
 - The events a change produces travel **in the same document save** (``outbox``);
   the ``OutboxRelay`` claims the document (a lease, so that of N replicas one publishes
-  it), publishes them with publisher confirms, then removes them.
+  it), publishes them with publisher confirms, then removes them. The claim usually
+  travels in that save too, and the saving process publishes at once; the relay's
+  passes publish what a crash, a failure or another replica's claim left.
 - ``applied_messages`` inside the aggregate makes a state change and the record
   that it was applied one atomic write: a redelivered command changes nothing twice.
 - The inbox (``shared.runtime.inbox``) binds each message id to its request and keeps
