@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 from prometheus_client import registry as prometheus
 
-from services.console.domain import entry_of
+from services.console.domain import LogEntry, entry_of
 from services.console.store import ConsoleStore
 from shared.contracts.identities import OWNERS
 from shared.runtime.store import connect
@@ -133,22 +133,20 @@ async def test_a_log_kept_before_line_entries_is_copied_once_and_lines_fold_from
     try:
         store = ConsoleStore(client[name])
         at = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
-        placed = entry_of(
-            "order.placed",
-            {"order_id": "o1", "reseller_id": "r", "occurred_at": at.isoformat()},
-            message_id="m1",
-            publisher="orders",
-            correlation_id="o1",
-            received_at=at,
-        )
-        upgraded = entry_of(
-            "plan.upgraded",
-            {"order_id": "o2", "previous_order_id": "o1", "occurred_at": at.isoformat()},
-            message_id="m2",
-            publisher="orders",
-            correlation_id="o2",
-            received_at=at + timedelta(seconds=1),
-        )
+
+        def logged(key: str, body: dict[str, str], message_id: str, second: int) -> LogEntry:
+            moment = at + timedelta(seconds=second)
+            return entry_of(
+                key,
+                {**body, "occurred_at": moment.isoformat()},
+                message_id=message_id,
+                publisher="orders",
+                correlation_id=body["order_id"],
+                received_at=moment,
+            )
+
+        placed = logged("order.placed", {"order_id": "o1", "reseller_id": "r"}, "m1", 0)
+        upgraded = logged("plan.upgraded", {"order_id": "o2", "previous_order_id": "o1"}, "m2", 1)
         assert upgraded.order_ids == ["o2", "o1"]
         for entry in (placed, upgraded):  # as the console wrote them before line_entries
             await store.log.insert_one(entry.model_dump(by_alias=True))
