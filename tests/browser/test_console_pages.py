@@ -229,6 +229,10 @@ async def test_a_stuck_line_and_a_customer_suspended_then_reinstated(web: Consol
 
     await page.goto(f"{web.url}/lines/{bound}")
     assert await page.locator("#line-status").inner_text() == "bound"
+    price = await page.locator("#price").inner_text()
+    # a first sale pays the list price: no zero discount or zero credit as a deduction
+    assert "Amount due\t1\u202f999.00 EUR" in price and "First sale: 399.80 EUR" in price
+    assert "Reseller discount" not in price and "Credit applied" not in price
     await web.shot(page, "line-bound")
 
     await page.goto(f"{web.url}/customers?email={email}")
