@@ -214,11 +214,12 @@ class DocumentStore(Generic[A]):
         """Store a new aggregate; False if one with that id exists (the create was a replay)."""
         aggregate.version = 1
         held = self._hold(aggregate)
+        doc = aggregate.to_document()
         try:
-            await self.collection.insert_one(aggregate.to_document())
+            await self.collection.insert_one(doc)
         except DuplicateKeyError:
             return False
-        self._publish(aggregate, held)
+        self._publish(doc, held)
         return True
 
     async def save(self, aggregate: A) -> None:
@@ -231,19 +232,20 @@ class DocumentStore(Generic[A]):
         if result.matched_count != 1:
             raise Conflict(f"{self.model.__name__} {aggregate.id} changed since version {expected}")
         aggregate.version = expected + 1
-        self._publish(aggregate, held)
+        self._publish(doc, held)
 
     def _hold(self, aggregate: A) -> bool:
         return self.relay is not None and self.relay.hold(self.collection, aggregate)
 
-    def _publish(self, aggregate: A, held: bool) -> None:
-        """After a save: publish its events now if the save held the claim, else wake the
-        relay (a claim was live; whoever holds it wakes the relay when it lets go)."""
+    def _publish(self, doc: Document, held: bool) -> None:
+        """After a save of ``doc`` (as written): publish its events now if the save held the
+        claim, else wake the relay (a claim was live; whoever holds it wakes the relay when
+        it lets go)."""
         if self.relay is None:
             return
         if held:
-            self.relay.publish_held(self.collection, aggregate.to_document())
-        elif aggregate.outbox:
+            self.relay.publish_held(self.collection, doc)
+        elif doc["outbox"]:
             self.relay.wake()
 
     async def mutate(
