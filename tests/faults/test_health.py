@@ -90,14 +90,22 @@ def _status(url: str) -> int | None:
         return None
 
 
-def _wait(predicate: Any, what: str, timeout: float) -> Any:
+def _wait(
+    predicate: Any, what: str, timeout: float, process: subprocess.Popen[bytes], output: Path
+) -> Any:
+    """Poll ``predicate`` until it holds; fails at once if the service exits, and says
+    what the service logged either way (a start-up that hangs or dies is then readable)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if process.poll() is not None:
+            break
         time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    tail = "\n".join(output.read_text(errors="replace").splitlines()[-30:])
+    ended = "running" if process.poll() is None else f"exited {process.returncode}"
+    raise AssertionError(f"{what}: not within {timeout}s (service {ended}); its log ends:\n{tail}")
 
 
 async def test_a_service_whose_store_is_killed_answers_503_stays_json_and_recovers(
@@ -121,7 +129,7 @@ async def test_a_service_whose_store_is_killed_answers_503_stays_json_and_recove
     url = f"http://127.0.0.1:{port}"
     process = _start("licensing", env, output)
     try:
-        await asyncio.to_thread(_wait, lambda: _status(url) == 200, "ready", 90)
+        await asyncio.to_thread(_wait, lambda: _status(url) == 200, "ready", 90, process, output)
 
         # a library's log line: uvicorn's, for a request that is not HTTP
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
@@ -132,7 +140,12 @@ async def test_a_service_whose_store_is_killed_answers_503_stays_json_and_recove
         store.process.send_signal(signal.SIGKILL)
         store.process.wait()
         await asyncio.to_thread(
-            _wait, lambda: _status(url) == 503, "not ready while the store is down", 15
+            _wait,
+            lambda: _status(url) == 503,
+            "not ready while the store is down",
+            15,
+            process,
+            output,
         )
         async with httpx.AsyncClient(timeout=30) as http:
             down = (await http.get(url + "/ready")).json()
@@ -152,14 +165,21 @@ async def test_a_service_whose_store_is_killed_answers_503_stays_json_and_recove
                 client.request("license.status", {"customer_email": "a@b.example"}, timeout=90)
             )
             await asyncio.to_thread(
-                _wait, lambda: "message_failed" in output.read_text(), "a failed handler", 30
+                _wait,
+                lambda: "message_failed" in output.read_text(),
+                "a failed handler",
+                30,
+                process,
+                output,
             )
             restarted = EmbeddedMongo(tmp_path / "mongo", port=store.port)  # same port and data
             stores.append(restarted)
             await asyncio.to_thread(restarted.start)
             answer = await asked
         assert answer["ok"] is True, answer  # answered once the store was back
-        await asyncio.to_thread(_wait, lambda: _status(url) == 200, "ready again", 60)
+        await asyncio.to_thread(
+            _wait, lambda: _status(url) == 200, "ready again", 60, process, output
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         try:
