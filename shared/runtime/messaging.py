@@ -144,9 +144,12 @@ class DeadLetterKeeping(Protocol):
     ) -> None: ...
 
 
-async def _raw_body(message: StreamMessage[Any]) -> bytes:
-    """Hand the raw bytes to the runtime, which validates them itself to dead-letter precisely."""
-    return message.body
+async def _whole_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """Hand the delivery itself to the runtime, which validates the body to dead-letter
+    precisely. The broker runs without FastStream's dependency injection
+    (``apply_types=False``): resolving a ``Context`` parameter ran in a worker thread and a
+    task group per message, about a sixth of a consuming service's CPU."""
+    return message
 
 
 def reply_body(result: BaseModel | None = None, error: ErrorBody | None = None) -> bytes:
@@ -302,7 +305,7 @@ class Bus:
         queue = self.topology.queue(self.service, route.message.ROUTING_KEY)
         exchange = self.topology.exchange_of(route.message)
 
-        async def on_message(body: bytes, message: RabbitMessage) -> None:
+        async def on_message(message: RabbitMessage) -> None:
             await self.consume(route, message)
 
         self.broker.subscriber(
@@ -310,7 +313,7 @@ class Bus:
             exchange,
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=_raw_body,
+            decoder=_whole_message,
             title=f"{self.service}:{route.message.ROUTING_KEY}",
             description=route.handler.__doc__,
         )(on_message)

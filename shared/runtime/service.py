@@ -94,6 +94,7 @@ class Runtime:
         self.broker = RabbitBroker(
             self.identity.url,
             logger=None,  # per-message framework logs cost throughput; we log our own events
+            apply_types=False,  # the one subscriber takes the delivery whole (messaging.py)
             default_channel=Channel(prefetch_count=settings.prefetch),
             graceful_timeout=10.0,
         )
