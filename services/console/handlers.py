@@ -65,7 +65,8 @@ class ConsoleDeps:
 
 
 async def record_event(event: Event, delivery: Delivery, *, deps: ConsoleDeps) -> None:
-    """Every event: append it to the log once (its message id), refold the lines it names."""
+    """Every event: append it to the log once (its message id), refold the lines it names
+    (a group commit with the events arriving meanwhile: ``ConsoleStore.record``)."""
     entry = entry_of(
         delivery.routing_key,
         event.model_dump(mode="json"),
@@ -74,9 +75,8 @@ async def record_event(event: Event, delivery: Delivery, *, deps: ConsoleDeps) -
         correlation_id=delivery.correlation_id,
         received_at=deps.clock.now(),
     )
-    await deps.store.append(entry)
+    await deps.store.record(entry)
     for order_id in entry.order_ids:
-        await deps.store.refresh_line(order_id)
         deps.decided.pop(order_id, None)
 
 

@@ -3,13 +3,16 @@ operator accounts (sessions and sign-in limits live in ``shared.runtime.web``)."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.console.domain import (
     STUCK_STATUSES,
@@ -58,6 +61,33 @@ def review_entry(doc: Document) -> Document:
     }
 
 
+#: Entries written by one group commit at most (``ConsoleStore.record``).
+GROUP_COMMIT_MAX = 200
+
+#: Log entries copied per batch when an old log gets its line copies.
+COPY_BATCH = 500
+
+#: The server's code for a duplicate key.
+DUPLICATE_KEY = 11000
+
+
+async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Document]) -> set[int]:
+    """Insert ``docs`` in one unordered command; returns the positions of those whose id
+    was already there (a redelivery), the rest being inserted. Any other error raises."""
+    if not docs:
+        return set()
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors") or []
+        if exc.details.get("writeConcernErrors") or any(
+            error.get("code") != DUPLICATE_KEY for error in errors
+        ):
+            raise
+        return {int(error["index"]) for error in errors}
+    return set()
+
+
 #: Marks that every entry of the log has its copies in ``line_entries`` (a log kept
 #: before that collection existed is copied once, at start).
 LINE_ENTRIES_READY = "line_entries_ready"
@@ -77,6 +107,8 @@ class ConsoleStore:
         self.lines = db["lines"]
         self.operators = db["operators"]
         self.summaries = db["summaries"]  # markers (``LINE_ENTRIES_READY``)
+        self._waiting: list[tuple[LogEntry, asyncio.Future[None]]] = []
+        self._committing: asyncio.Task[None] | None = None
 
     async def create_indexes(self) -> None:
         for field in ("reseller_id", "customer_email", "correlation_id"):
@@ -93,32 +125,66 @@ class ConsoleStore:
         an interrupted copy starts again, and copies are keyed, so never doubled)."""
         if await self.summaries.find_one({"_id": LINE_ENTRIES_READY}) is not None:
             return
+        batch: list[LogEntry] = []
         async for doc in self.log.find({}):
-            await self._copy_to_lines(LogEntry.model_validate(doc), doc)
+            batch.append(LogEntry.model_validate(doc))
+            if len(batch) == COPY_BATCH:
+                await insert_new(self.line_entries, _line_copies(batch))
+                batch = []
+        await insert_new(self.line_entries, _line_copies(batch))
         await self.summaries.update_one(
             {"_id": LINE_ENTRIES_READY}, {"$set": {"at": datetime.now(UTC)}}, upsert=True
         )
 
     # --- the event log -------------------------------------------------------------------
 
-    async def append(self, entry: LogEntry) -> bool:
-        """Add an entry once: False when its id is already in the log (a redelivery, a replay).
-        Its line copies are written either way (a redelivery after a crash between the two)."""
-        doc = entry.model_dump(by_alias=True)
-        try:
-            await self.log.insert_one(doc)
-            new = True
-        except DuplicateKeyError:
-            new = False
-        await self._copy_to_lines(entry, doc)
-        return new
+    async def record(self, entry: LogEntry) -> None:
+        """Append an event's entry and refold the lines it names, as a group commit.
 
-    async def _copy_to_lines(self, entry: LogEntry, doc: Document) -> None:
-        for order_id in entry.order_ids:
-            with contextlib.suppress(DuplicateKeyError):
-                await self.line_entries.insert_one(
-                    {**doc, "_id": f"{order_id} {entry.id}", "entry_id": entry.id, "line": order_id}
-                )
+        The console hears every event of every sale: one entry at a time took five store
+        commands each. Entries that arrive while a commit is under way wait for the next
+        one, which writes them all: the log's insert, the line copies' insert, then one
+        fold per line named, however many entries name it. Each caller returns once its
+        entry is written (its delivery is acked after that); a failed commit fails every
+        entry in it, and each is retried as its delivery."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((entry, written))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_waiting())
+        await written
+
+    async def _commit_waiting(self) -> None:
+        try:
+            while self._waiting:
+                group = self._waiting[:GROUP_COMMIT_MAX]
+                del self._waiting[:GROUP_COMMIT_MAX]
+                try:
+                    entries = [entry for entry, _ in group]
+                    await self.append_all(entries)
+                    for order_id in dict.fromkeys(o for entry in entries for o in entry.order_ids):
+                        await self.refresh_line(order_id)
+                except Exception as exc:
+                    for _, written in group:
+                        if not written.done():
+                            written.set_exception(exc)
+                else:
+                    for _, written in group:
+                        if not written.done():
+                            written.set_result(None)
+        finally:
+            self._committing = None
+
+    async def append(self, entry: LogEntry) -> bool:
+        """Add an entry once: False when its id is already in the log (a redelivery, a replay)."""
+        return (await self.append_all([entry]))[0]
+
+    async def append_all(self, entries: Sequence[LogEntry]) -> list[bool]:
+        """Add entries once each, in two store commands: the log's, then the line copies'.
+        For each, False when its id was already in the log (a redelivery, a replay); its
+        line copies are written either way (a redelivery after a crash between the two)."""
+        again = await insert_new(self.log, [entry.model_dump(by_alias=True) for entry in entries])
+        await insert_new(self.line_entries, _line_copies(entries))
+        return [n not in again for n in range(len(entries))]
 
     async def entries(self, query: Document, *, limit: int = 2000) -> list[LogEntry]:
         cursor = self.log.find(query).sort("occurred_at", ASCENDING).limit(limit)
@@ -211,3 +277,17 @@ class ConsoleStore:
     async def operator(self, email: str) -> Operator | None:
         doc = await self.operators.find_one({"_id": email})
         return None if doc is None else Operator.model_validate(doc)
+
+
+def _line_copies(entries: Sequence[LogEntry]) -> list[Document]:
+    """A copy of each entry per line it names, keyed by line and entry (``line_entries``)."""
+    return [
+        {
+            **entry.model_dump(by_alias=True),
+            "_id": f"{line} {entry.id}",
+            "entry_id": entry.id,
+            "line": line,
+        }
+        for entry in entries
+        for line in entry.order_ids
+    ]

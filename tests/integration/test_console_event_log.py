@@ -3,18 +3,21 @@ it survives a restart and a replay of every event without duplicates."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import aio_pika
 import pytest
 from prometheus_client import registry as prometheus
+from pymongo import AsyncMongoClient
 
 from services.console.domain import LogEntry, entry_of
 from services.console.store import ConsoleStore
 from shared.contracts.identities import OWNERS
-from shared.runtime.store import connect
+from shared.runtime.store import Document, connect
 from tests.integration.console_support import Console, eventually, running_console
+from tests.support.commands import CommandLog
 from tests.support.flows import paid_order, place, upload
 from tests.support.system import System
 
@@ -161,6 +164,63 @@ async def test_a_log_kept_before_line_entries_is_copied_once_and_lines_fold_from
         assert await store.line_entries.count_documents({}) == 3
         line = await store.refresh_line("o1")
         assert line is not None and line.reseller_id == "r"
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+async def test_events_arriving_together_are_written_as_one_group_commit(
+    mongo_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ConsoleStore.record``: 40 events of 8 lines recorded at once take two inserts and
+    one fold per line (read and write) per commit, not five store commands each; every
+    entry is logged once and each line folds from all its entries. A failed commit fails
+    every entry in it; recorded again (their redeliveries), each is logged once."""
+    log = CommandLog()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        mongo_url, tz_aware=True, event_listeners=[log]
+    )
+    name = f"console_{uuid4().hex[:10]}"
+    try:
+        store = ConsoleStore(client[name])
+        await store.create_indexes()
+        at = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
+        entries = [
+            entry_of(
+                "order.placed",
+                {"order_id": f"o{n % 8}", "reseller_id": "r", "occurred_at": at.isoformat()},
+                message_id=f"m{n}",
+                publisher="orders",
+                correlation_id=f"o{n % 8}",
+                received_at=at + timedelta(seconds=n),
+            )
+            for n in range(40)
+        ]
+        log.sent.clear()
+        await asyncio.gather(*(store.record(entry) for entry in entries))
+        commits = log.sent.count(("insert", "event_log"))
+        assert 1 <= commits <= 2, log.sent  # the first alone, then all the others
+        assert len(log.sent) <= commits * 2 + 2 * 2 * 8, log.sent
+        assert await store.count() == 40
+        assert await store.line_entries.count_documents({}) == 40
+        for n in range(8):
+            line = await store.line(f"o{n}")
+            assert line is not None and line.events == 5
+
+        async def store_down(_: object) -> list[bool]:
+            raise ConnectionError("store down")
+
+        monkeypatch.setattr(store, "append_all", store_down)
+        again = [
+            entries[0],
+            entries[1],
+            *[entries[2].model_copy(update={"id": f"x{n}"}) for n in range(3)],
+        ]
+        failed = await asyncio.gather(*(store.record(e) for e in again), return_exceptions=True)
+        assert all(isinstance(outcome, ConnectionError) for outcome in failed), failed
+        monkeypatch.undo()
+        await asyncio.gather(*(store.record(e) for e in again))
+        assert await store.count() == 43  # the redeliveries of m0 and m1 are not logged twice
     finally:
         await client.drop_database(name)
         await client.close()

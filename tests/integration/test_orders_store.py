@@ -4,36 +4,20 @@ and reads back whole, with GridFS's indexes made once at start."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 from uuid import uuid4
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from services.orders.api_keys import ApiKey
 from services.orders.domain import OrderLine
 from services.orders.store import PROOFS_BUCKET, OrderStore
 from shared.basics.errors import ErrorCode, Refused
 from shared.runtime.store import Document, DocumentStore
+from tests.support.commands import CommandLog
 
 pytestmark = pytest.mark.integration
-
-
-class CommandLog(monitoring.CommandListener):
-    """Every command the client sends, as ``(name, collection)``."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.sent.append((event.command_name, event.command.get(event.command_name)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 def _unknown(key: str) -> Refused:
