@@ -36,10 +36,13 @@ def rules_of(settings: Settings) -> StuckRules:
 
 
 def event_routes(deps: handlers.ConsoleDeps) -> list[Route]:
-    """One route per event of the contract: the log misses none."""
+    """One route per event of the contract: the log misses none. Its entries are keyed by
+    message id, so no inbox claim comes first (``record_event``)."""
     record = partial(handlers.record_event, deps=deps)
     return [
-        Route(model, record) for _, model in sorted(REGISTRY.items()) if issubclass(model, Event)
+        Route(model, record, inbox=False)
+        for _, model in sorted(REGISTRY.items())
+        if issubclass(model, Event)
     ]
 
 

@@ -44,7 +44,7 @@ from shared.contracts.operations import (
     TimelineEntry,
 )
 from shared.contracts.orders import OrderStatusResult, ReviewProof
-from shared.runtime.messaging import Bus, Delivery
+from shared.runtime.messaging import Bus, Delivery, MessageIdReused
 
 R = TypeVar("R", bound=BaseModel)
 RECENTLY_DECIDED = timedelta(seconds=60)
@@ -66,7 +66,9 @@ class ConsoleDeps:
 
 async def record_event(event: Event, delivery: Delivery, *, deps: ConsoleDeps) -> None:
     """Every event: append it to the log once (its message id), refold the lines it names
-    (a group commit with the events arriving meanwhile: ``ConsoleStore.record``)."""
+    (a group commit with the events arriving meanwhile: ``ConsoleStore.record``). The log
+    is keyed by message id, so the runtime claims nothing in the inbox first
+    (``Route.inbox``); an id logged for another event is refused here instead."""
     entry = entry_of(
         delivery.routing_key,
         event.model_dump(mode="json"),
@@ -75,7 +77,12 @@ async def record_event(event: Event, delivery: Delivery, *, deps: ConsoleDeps) -
         correlation_id=delivery.correlation_id,
         received_at=deps.clock.now(),
     )
-    await deps.store.record(entry)
+    appended = await deps.store.record(entry)
+    if appended.reused_by is not None:
+        raise MessageIdReused(
+            f"message_id {delivery.message_id} was already used for another event "
+            f"({appended.reused_by}); use a new id for a new event"
+        )
     for order_id in entry.order_ids:
         deps.decided.pop(order_id, None)
 

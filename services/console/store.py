@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +89,16 @@ async def insert_new(collection: AsyncCollection[Document], docs: Sequence[Docum
     return set()
 
 
+@dataclass(frozen=True)
+class Appended:
+    """What appending an entry did: ``new``; or its id was logged already, for the same
+    event (a redelivery, a replay), or for another one: ``reused_by`` names the routing key
+    logged with that id, and nothing of this entry was written."""
+
+    new: bool
+    reused_by: str | None = None
+
+
 #: Marks that every entry of the log has its copies in ``line_entries`` (a log kept
 #: before that collection existed is copied once, at start).
 LINE_ENTRIES_READY = "line_entries_ready"
@@ -107,7 +118,7 @@ class ConsoleStore:
         self.lines = db["lines"]
         self.operators = db["operators"]
         self.summaries = db["summaries"]  # markers (``LINE_ENTRIES_READY``)
-        self._waiting: list[tuple[LogEntry, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[LogEntry, asyncio.Future[Appended]]] = []
         self._committing: asyncio.Task[None] | None = None
 
     async def create_indexes(self) -> None:
@@ -138,7 +149,7 @@ class ConsoleStore:
 
     # --- the event log -------------------------------------------------------------------
 
-    async def record(self, entry: LogEntry) -> None:
+    async def record(self, entry: LogEntry) -> Appended:
         """Append an event's entry and refold the lines it names, as a group commit.
 
         The console hears every event of every sale: one entry at a time took five store
@@ -147,11 +158,11 @@ class ConsoleStore:
         fold per line named, however many entries name it. Each caller returns once its
         entry is written (its delivery is acked after that); a failed commit fails every
         entry in it, and each is retried as its delivery."""
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._waiting.append((entry, written))
         if self._committing is None:
             self._committing = asyncio.create_task(self._commit_waiting())
-        await written
+        return await written
 
     async def _commit_waiting(self) -> None:
         try:
@@ -160,31 +171,56 @@ class ConsoleStore:
                 del self._waiting[:GROUP_COMMIT_MAX]
                 try:
                     entries = [entry for entry, _ in group]
-                    await self.append_all(entries)
-                    for order_id in dict.fromkeys(o for entry in entries for o in entry.order_ids):
+                    outcomes = await self.append_all(entries)
+                    for order_id in dict.fromkeys(
+                        line
+                        for entry, outcome in zip(entries, outcomes, strict=True)
+                        if outcome.reused_by is None
+                        for line in entry.order_ids
+                    ):
                         await self.refresh_line(order_id)
                 except Exception as exc:
                     for _, written in group:
                         if not written.done():
                             written.set_exception(exc)
                 else:
-                    for _, written in group:
+                    for (_, written), outcome in zip(group, outcomes, strict=True):
                         if not written.done():
-                            written.set_result(None)
+                            written.set_result(outcome)
         finally:
             self._committing = None
 
     async def append(self, entry: LogEntry) -> bool:
         """Add an entry once: False when its id is already in the log (a redelivery, a replay)."""
-        return (await self.append_all([entry]))[0]
+        return (await self.append_all([entry]))[0].new
 
-    async def append_all(self, entries: Sequence[LogEntry]) -> list[bool]:
-        """Add entries once each, in two store commands: the log's, then the line copies'.
-        For each, False when its id was already in the log (a redelivery, a replay); its
-        line copies are written either way (a redelivery after a crash between the two)."""
+    async def append_all(self, entries: Sequence[LogEntry]) -> list[Appended]:
+        """Add entries once each, in two store commands: the log's, then the line copies'
+        (and a read when an id was logged already). An entry whose id was logged for the
+        same event still gets its line copies (a redelivery after a crash between the
+        two); one whose id was logged for another event gets nothing."""
         again = await insert_new(self.log, [entry.model_dump(by_alias=True) for entry in entries])
-        await insert_new(self.line_entries, _line_copies(entries))
-        return [n not in again for n in range(len(entries))]
+        reused = await self._reused(entries, again)
+        kept = [entry for n, entry in enumerate(entries) if n not in reused]
+        await insert_new(self.line_entries, _line_copies(kept))
+        return [Appended(new=n not in again, reused_by=reused.get(n)) for n in range(len(entries))]
+
+    async def _reused(self, entries: Sequence[LogEntry], again: set[int]) -> dict[int, str]:
+        """Of the entries whose id was logged already, those logged for another event
+        (another routing key or body), with the routing key logged."""
+        if not again:
+            return {}
+        ids = list({entries[n].id for n in again})
+        logged = {doc["_id"]: doc async for doc in self.log.find({"_id": {"$in": ids}})}
+        reused = {}
+        for n in again:
+            earlier = logged.get(entries[n].id) or {}
+            if (earlier.get("routing_key"), earlier.get("body")) != (
+                entries[n].routing_key,
+                entries[n].body,
+            ):
+                reused[n] = str(earlier.get("routing_key") or "unknown")
+        return reused
 
     async def entries(self, query: Document, *, limit: int = 2000) -> list[LogEntry]:
         cursor = self.log.find(query).sort("occurred_at", ASCENDING).limit(limit)

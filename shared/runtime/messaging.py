@@ -102,8 +102,21 @@ Handler = Callable[[Any, Delivery], Awaitable[BaseModel | None]]
 
 @dataclass(frozen=True)
 class Route:
+    """A message the service consumes, and its handler.
+
+    ``inbox=False``: the runtime does not claim the message id in the inbox first. Only for
+    a handler that keys what it writes by the message id itself, so a redelivery changes
+    nothing, and that raises ``MessageIdReused`` for an id it already holds for another
+    message (the console's event log: one store write fewer per event it hears)."""
+
     message: type[Message]
     handler: Handler
+    inbox: bool = True
+
+
+class MessageIdReused(Exception):
+    """Raised by a handler (``Route.inbox=False``) for a message id it already applied to
+    another message: refused as the inbox refuses it (``idempotency_key_reused``)."""
 
 
 class UpstreamUnavailable(Exception):
@@ -441,7 +454,7 @@ class Bus:
                 )
             return "invalid"
 
-        remembers = not issubclass(route.message, Query)
+        remembers = route.inbox and not issubclass(route.message, Query)
         if remembers:
             earlier = await self.inbox.claim(
                 self.service, message_id, routing_key=key, body=raw.body, at=self.clock.now()
@@ -451,14 +464,7 @@ class Bus:
                     f"message_id {message_id} was already used for another request "
                     f"({earlier.routing_key or 'unknown'}); use a new id for a new request"
                 )
-                await self._refuse(
-                    message, route, ErrorCode.IDEMPOTENCY_KEY_REUSED, reason, message_id=message_id
-                )
-                if not issubclass(route.message, Command):  # nobody to answer: keep it
-                    await self.dead_letter(message, f"idempotency_key_reused: {reason}", route=key)
-                else:
-                    await message.ack()
-                return "refused"
+                return await self._refuse_reused(message, route, reason, message_id=message_id)
             if earlier is not None and earlier.done:
                 if raw.reply_to and earlier.reply is not None:
                     await self._reply(message, earlier.reply.encode())
@@ -476,6 +482,8 @@ class Bus:
         try:
             result = await route.handler(payload, delivery)
             body = reply_body(result=result) if result is not None else None
+        except MessageIdReused as reused:
+            return await self._refuse_reused(message, route, str(reused), message_id=message_id)
         except Refused as refusal:
             outcome = "refused"
             error = ErrorBody(code=refusal.code, message=refusal.message)
@@ -494,6 +502,22 @@ class Bus:
             )
         await message.ack()
         return outcome
+
+    async def _refuse_reused(
+        self, message: RabbitMessage, route: Route, reason: str, *, message_id: str
+    ) -> str:
+        """A message id already used for another message: refused, and an event (nobody
+        to answer) is dead-lettered with the reason; a command is answered and acked."""
+        await self._refuse(
+            message, route, ErrorCode.IDEMPOTENCY_KEY_REUSED, reason, message_id=message_id
+        )
+        if not issubclass(route.message, Command):  # nobody to answer: keep it
+            await self.dead_letter(
+                message, f"idempotency_key_reused: {reason}", route=route.message.ROUTING_KEY
+            )
+        else:
+            await message.ack()
+        return "refused"
 
     async def _refuse(
         self, message: RabbitMessage, route: Route, code: ErrorCode, reason: str, *, message_id: str

@@ -13,7 +13,7 @@ from prometheus_client import registry as prometheus
 from pymongo import AsyncMongoClient
 
 from services.console.domain import LogEntry, entry_of
-from services.console.store import ConsoleStore
+from services.console.store import Appended, ConsoleStore
 from shared.contracts.identities import OWNERS
 from shared.runtime.store import Document, connect
 from tests.integration.console_support import Console, eventually, running_console
@@ -175,7 +175,8 @@ async def test_events_arriving_together_are_written_as_one_group_commit(
     """``ConsoleStore.record``: 40 events of 8 lines recorded at once take two inserts and
     one fold per line (read and write) per commit, not five store commands each; every
     entry is logged once and each line folds from all its entries. A failed commit fails
-    every entry in it; recorded again (their redeliveries), each is logged once."""
+    every entry in it; recorded again (their redeliveries), each is logged once. An id
+    logged for another event writes nothing."""
     log = CommandLog()
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         mongo_url, tz_aware=True, event_listeners=[log]
@@ -221,6 +222,17 @@ async def test_events_arriving_together_are_written_as_one_group_commit(
         monkeypatch.undo()
         await asyncio.gather(*(store.record(e) for e in again))
         assert await store.count() == 43  # the redeliveries of m0 and m1 are not logged twice
+
+        # an id logged for another event: refused (the handler raises MessageIdReused),
+        # nothing of it written, while the redelivery in the same commit is fine
+        forged = entries[3].model_copy(update={"order_ids": ["o-other"], "body": {"x": 1}})
+        outcomes = await asyncio.gather(store.record(forged), store.record(entries[3]))
+        assert list(outcomes) == [
+            Appended(new=False, reused_by="order.placed"),
+            Appended(new=False),
+        ]
+        assert await store.count() == 43
+        assert await store.line_log("o-other") == [] and await store.line("o-other") is None
     finally:
         await client.drop_database(name)
         await client.close()

@@ -22,8 +22,8 @@ from services.orders.domain import OrderLine, unknown_order
 from shared.basics.money import Money
 from shared.contracts.credits import BalanceResult, GetBalance
 from shared.contracts.orders import OrderCancelled
-from shared.contracts.quotes import RequestQuote
-from shared.runtime.messaging import Delivery, Route, UpstreamUnavailable
+from shared.contracts.quotes import QuoteIssued, RequestQuote
+from shared.runtime.messaging import Delivery, MessageIdReused, Route, UpstreamUnavailable
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
 from shared.runtime.store import (
@@ -724,3 +724,48 @@ async def test_a_save_behind_a_publication_in_flight_is_published_after_it_once(
     assert relay._wake.is_set()  # the release woke a pass for what came behind it
     assert await relay.drain() == 1
     assert published == [first, second]
+
+
+async def test_a_route_without_inbox_claims_nothing_and_a_reused_id_is_refused_as_by_the_inbox(
+    settings: Settings,
+) -> None:
+    """``Route(inbox=False)`` (the console's event log, keyed by message id): nothing is
+    claimed in the inbox; a handler that finds the id already used for another message
+    raises ``MessageIdReused``, and the event is dead-lettered with
+    ``idempotency_key_reused`` as the inbox's own check does, the next one handled."""
+    handled: dict[str, list[str]] = {}
+
+    async def keyed_log(event: QuoteIssued, delivery: Delivery) -> None:
+        earlier = handled.setdefault(delivery.message_id, [])
+        earlier.append(event.quote_number)
+        if len(set(earlier)) > 1:
+            raise MessageIdReused(f"message_id {delivery.message_id} was logged for another event")
+
+    def issued(number: str) -> dict[str, object]:
+        return QuoteIssued(
+            quote_number=number,
+            reseller_id="r",
+            space="reseller",
+            edition="starter",
+            billing="monthly",
+            amount_due=Money(amount=3920),
+            valid_until=datetime(2026, 4, 1, tzinfo=UTC),
+            occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
+        ).model_dump(mode="json")
+
+    route = Route(QuoteIssued, keyed_log, inbox=False)
+    async with stand_in(settings, "credits", route) as (runtime, client):
+        for number, message_id in (("Q-1", "m-1"), ("Q-1", "m-1"), ("Q-2", "m-1"), ("Q-3", "m-2")):
+            await client.publish_event(
+                "quote.issued", issued(number), message_id=message_id, as_role="quotes"
+            )
+        [dead] = await client.dead_letters(timeout=30)
+        for _ in range(100):  # the last event is handled after the dead letter
+            if "m-2" in handled:
+                break
+            await asyncio.sleep(0.05)
+        assert await runtime.inbox.collection.count_documents({}) == 0
+    assert handled == {"m-1": ["Q-1", "Q-1", "Q-2"], "m-2": ["Q-3"]}  # a redelivery is fine
+    assert dead.message_id == "m-1" and json.loads(dead.body)["quote_number"] == "Q-2"
+    reason = str((dead.headers or {})["x-death-reason"])
+    assert reason.startswith("idempotency_key_reused: message_id m-1 was logged"), reason
