@@ -179,17 +179,9 @@ def add_edge(
     add_errors(app)
     add_health(app, service=service, ready=ready)
 
-    @app.middleware("http")
-    async def _count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(service, path, str(response.status_code)).inc()
-        return response
-
-    # Outermost first: the address and the limits apply before any route reads a byte.
+    # Each one added wraps the others: the address and the limits apply before any route
+    # reads a byte, and the count sees every answer.
+    app.add_middleware(RequestCount, service=service)
     app.add_middleware(BodyLimit, large_bodies=list(large_bodies))
     app.add_middleware(ClientAddress, trusted_proxies=list(trusted_proxies))
 
@@ -229,6 +221,36 @@ async def _send_error(send: Send, status: int, code: ErrorCode, message: str) ->
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class RequestCount:
+    """Count each request by route template and status (``xo_http_requests_total``).
+
+    Plain ASGI: Starlette's ``@app.middleware("http")`` ran every request, the licence
+    checks appliances send most, through a task group and memory streams. A request the
+    app fails on without answering counts as the 500 the error handler then sends."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answer)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(self.service, path, str(status)).inc()
 
 
 class BodyLimit:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from prometheus_client import registry as prometheus
 from pydantic import BaseModel
 from pymongo.errors import ServerSelectionTimeoutError
 
@@ -165,3 +166,37 @@ async def test_docs_and_metrics_are_on_the_admin_app_only() -> None:
         assert (await admin.get("/metrics")).status_code == 200
         assert "/json" in (await admin.get("/openapi.json")).json()["paths"]
         assert (await admin.get("/ready")).json()["ready"] is True
+
+
+def _counted(path: str, status: str) -> float:
+    value = prometheus.REGISTRY.get_sample_value(
+        "xo_http_requests_total", {"service": "probe", "route": path, "status": status}
+    )
+    return value or 0.0
+
+
+async def test_each_answer_is_counted_by_route_template_and_status() -> None:
+    """``xo_http_requests_total``: the route's template (not the raw path), the status
+    sent, an unmatched path as ``unmatched``, and a route that fails as its 500."""
+    before = {
+        key: _counted(*key)
+        for key in [
+            ("/files/{name}", "200"),
+            ("/files/{name}", "413"),
+            ("unmatched", "404"),
+            ("/boom", "500"),
+        ]
+    }
+    async with _client(_app()) as http:
+        assert (await http.post("/files/a", content=b"x" * 10)).status_code == 200
+        assert (await http.post("/files/b", content=b"x" * 10)).status_code == 200
+        assert (await http.post("/files/c", content=b"x" * 2000)).status_code == 413
+        assert (await http.get("/nowhere")).status_code == 404
+        assert (await http.get("/boom")).status_code == 500
+    after = {key: _counted(*key) - value for key, value in before.items()}
+    assert after == {
+        ("/files/{name}", "200"): 2,
+        ("/files/{name}", "413"): 0,  # refused before routing: counted, but unmatched
+        ("unmatched", "404"): 1,
+        ("/boom", "500"): 1,
+    }
