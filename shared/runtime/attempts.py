@@ -7,6 +7,7 @@ digests: no email or address in clear."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,10 +52,11 @@ class AttemptCounters:
 
     async def count_sliding(self, key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
         """Count one attempt; returns (previous window's, this window's) counts, this
-        attempt included: what a sliding-window limit decides on."""
-        current = await self.count(key, now=now, window=window)
-        previous = await self.collection.find_one(
-            {"_id": _key_id(key, window_index(now, window) - 1)}
+        attempt included: what a sliding-window limit decides on. The count and the read
+        of the previous window (which nothing writes any more) go out together."""
+        current, previous = await asyncio.gather(
+            self.count(key, now=now, window=window),
+            self.collection.find_one({"_id": _key_id(key, window_index(now, window) - 1)}),
         )
         return (int(previous["count"]) if previous else 0, current)
 
