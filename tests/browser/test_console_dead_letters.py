@@ -13,13 +13,13 @@ import pytest
 from services.orders.domain import order_id_for
 from shared.runtime.settings import Settings
 from tests.browser.test_console_pages import ConsoleWeb, console_web
-from tests.integration.console_support import eventually
 from tests.support.dead_letters import (
     kept_dead_letters,
     placement_dead_lettered_while_credits_is_down,
     quick_to_give_up,
 )
 from tests.support.flows import upload
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from shared.runtime.web import hash_password
 from testkit.broker import purge_queues
 from testkit.proofs import minimal_pdf
 from tests.browser.harness import CHROMIUM_ARGS, SCREENSHOTS, _serve, chromium_path
-from tests.integration.console_support import eventually
 from tests.support.flows import bound_order, place, upload
 from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 from tools.embedded_mongo import free_port
 
 pytestmark = pytest.mark.integration

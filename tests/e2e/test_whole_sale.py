@@ -25,6 +25,7 @@ from testkit.contract_client import ContractClient, read_users
 from testkit.processes import LaunchedSystem, launched_system, services_only
 from tests.support import proofs
 from tests.support.licensing import verify_offline
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -304,5 +305,9 @@ async def test_two_sales_first_sale_credit_once_then_an_exact_upgrade(
     )
     assert changed["previous_order_id"] == first["order_id"]
     await client.wait_event("plan.superseded", lambda b: b["order_id"] == first["order_id"])
-    status = await client.ok("license.status", {"customer_email": "it@globex.example"})
+    # licensing applies the upgrade as it hears it, beside this client: wait for it
+    status = await eventually(
+        lambda: client.ok("license.status", {"customer_email": "it@globex.example"}),
+        lambda answer: answer["edition"] == "premium",
+    )
     assert status["edition"] == "premium"

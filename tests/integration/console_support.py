@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -16,8 +14,6 @@ from services.console.store import ConsoleStore
 from shared.runtime.service import Runtime, http_app
 from testkit.broker import purge_queues
 from tests.support.system import System
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -43,17 +39,3 @@ async def running_console(system: System) -> AsyncIterator[Console]:
         await runtime.stop()
         names = [runtime.topology.queue(runtime.role, key).name for key in runtime.routing_keys]
         await purge_queues(system.settings.amqp_url, names)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 15
-) -> T:
-    """Poll ``probe`` until ``done`` holds (messages arrive asynchronously), or fail."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {value!r}")
-        await asyncio.sleep(0.05)

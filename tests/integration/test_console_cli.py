@@ -16,13 +16,14 @@ import pytest
 
 from services.orders.domain import order_id_for
 from shared.runtime.settings import Settings
-from tests.integration.console_support import Console, eventually, running_console
+from tests.integration.console_support import Console, running_console
 from tests.support.dead_letters import (
     placement_dead_lettered_while_credits_is_down,
     quick_to_give_up,
 )
 from tests.support.flows import PNG, bound_order, place, upload
 from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 SCRIPT = shutil.which("xo-reseller", path=str(Path(sys.executable).parent)) or "xo-reseller"

@@ -16,10 +16,11 @@ from services.console.domain import LogEntry, entry_of
 from services.console.store import Appended, ConsoleStore
 from shared.contracts.identities import OWNERS
 from shared.runtime.store import Document, connect
-from tests.integration.console_support import Console, eventually, running_console
+from tests.integration.console_support import Console, running_console
 from tests.support.commands import CommandLog
 from tests.support.flows import paid_order, place, upload
 from tests.support.system import System
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
