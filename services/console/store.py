@@ -136,9 +136,9 @@ class ConsoleStore:
         an interrupted copy starts again, and copies are keyed, so never doubled)."""
         if await self.summaries.find_one({"_id": LINE_ENTRIES_READY}) is not None:
             return
-        batch: list[LogEntry] = []
+        batch: list[Document] = []
         async for doc in self.log.find({}):
-            batch.append(LogEntry.model_validate(doc))
+            batch.append(doc)
             if len(batch) == COPY_BATCH:
                 await insert_new(self.line_entries, _line_copies(batch))
                 batch = []
@@ -169,26 +169,31 @@ class ConsoleStore:
             while self._waiting:
                 group = self._waiting[:GROUP_COMMIT_MAX]
                 del self._waiting[:GROUP_COMMIT_MAX]
-                try:
-                    entries = [entry for entry, _ in group]
-                    outcomes = await self.append_all(entries)
-                    for order_id in dict.fromkeys(
-                        line
-                        for entry, outcome in zip(entries, outcomes, strict=True)
-                        if outcome.reused_by is None
-                        for line in entry.order_ids
-                    ):
-                        await self.refresh_line(order_id)
-                except Exception as exc:
-                    for _, written in group:
-                        if not written.done():
-                            written.set_exception(exc)
-                else:
-                    for (_, written), outcome in zip(group, outcomes, strict=True):
-                        if not written.done():
-                            written.set_result(outcome)
+                await self._commit(group)
         finally:
             self._committing = None
+
+    async def _commit(self, group: list[tuple[LogEntry, asyncio.Future[Appended]]]) -> None:
+        """Write one group and fold each line it names once; tell every waiter how."""
+        entries = [entry for entry, _ in group]
+        try:
+            outcomes = await self.append_all(entries)
+            named = dict.fromkeys(
+                line
+                for entry, outcome in zip(entries, outcomes, strict=True)
+                if outcome.reused_by is None
+                for line in entry.order_ids
+            )
+            for order_id in named:
+                await self.refresh_line(order_id)
+        except Exception as exc:
+            for _, waiter in group:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for (_, waiter), outcome in zip(group, outcomes, strict=True):
+            if not waiter.done():
+                waiter.set_result(outcome)
 
     async def append(self, entry: LogEntry) -> bool:
         """Add an entry once: False when its id is already in the log (a redelivery, a replay)."""
@@ -199,9 +204,10 @@ class ConsoleStore:
         (and a read when an id was logged already). An entry whose id was logged for the
         same event still gets its line copies (a redelivery after a crash between the
         two); one whose id was logged for another event gets nothing."""
-        again = await insert_new(self.log, [entry.model_dump(by_alias=True) for entry in entries])
+        docs = [entry.model_dump(by_alias=True) for entry in entries]
+        again = await insert_new(self.log, docs)
         reused = await self._reused(entries, again)
-        kept = [entry for n, entry in enumerate(entries) if n not in reused]
+        kept = [doc for n, doc in enumerate(docs) if n not in reused]
         await insert_new(self.line_entries, _line_copies(kept))
         return [Appended(new=n not in again, reused_by=reused.get(n)) for n in range(len(entries))]
 
@@ -315,15 +321,11 @@ class ConsoleStore:
         return None if doc is None else Operator.model_validate(doc)
 
 
-def _line_copies(entries: Sequence[LogEntry]) -> list[Document]:
-    """A copy of each entry per line it names, keyed by line and entry (``line_entries``)."""
+def _line_copies(docs: Sequence[Document]) -> list[Document]:
+    """A copy of each log document (as written to the log) per line it names, keyed by
+    line and entry (``line_entries``)."""
     return [
-        {
-            **entry.model_dump(by_alias=True),
-            "_id": f"{line} {entry.id}",
-            "entry_id": entry.id,
-            "line": line,
-        }
-        for entry in entries
-        for line in entry.order_ids
+        {**doc, "_id": f"{line} {doc['_id']}", "entry_id": doc["_id"], "line": line}
+        for doc in docs
+        for line in doc.get("order_ids") or []
     ]
