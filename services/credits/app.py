@@ -25,15 +25,23 @@ def wire(runtime: Runtime) -> Wiring:
     )
 
     ended = partial(handlers.on_order_ended_unpaid, deps=deps)
+
+    async def account_of(message: ReserveCredit | OrderPlaced | ProofAccepted) -> None:
+        await accounts.read_ahead(message.reseller_id)
+
     return Wiring(
         routes=[
-            Route(ReserveCredit, partial(handlers.reserve_credit, deps=deps)),
+            Route(
+                ReserveCredit, partial(handlers.reserve_credit, deps=deps), read_ahead=account_of
+            ),
             Route(GetBalance, partial(handlers.get_balance, deps=deps)),
             Route(GetStatement, partial(handlers.get_statement, deps=deps)),
-            Route(OrderPlaced, partial(handlers.on_order_placed, deps=deps)),
-            Route(ProofAccepted, partial(handlers.on_proof_accepted, deps=deps)),
-            Route(OrderCancelled, ended),
-            Route(OrderExpired, ended),
+            Route(OrderPlaced, partial(handlers.on_order_placed, deps=deps), read_ahead=account_of),
+            Route(
+                ProofAccepted, partial(handlers.on_proof_accepted, deps=deps), read_ahead=account_of
+            ),
+            Route(OrderCancelled, ended, read_ahead=account_of),
+            Route(OrderExpired, ended, read_ahead=account_of),
         ],
         setup=store.create_indexes,
         outboxes=[accounts],

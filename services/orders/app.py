@@ -46,14 +46,22 @@ def wire(runtime: Runtime) -> Wiring:
             lambda: secrets.token_urlsafe(32),
         ),
     )
+
+    async def line_of(cmd: CancelOrder | ReviewProof | BindPlan) -> None:
+        await lines.read_ahead(cmd.order_id)
+
     return Wiring(
         routes=[
             Route(PlaceOrder, partial(handlers.place_order, deps=deps)),
-            Route(CancelOrder, partial(handlers.cancel_order, deps=deps)),
-            Route(ReviewProof, partial(handlers.review_proof, deps=deps)),
-            Route(BindPlan, partial(handlers.bind_plan, deps=deps)),
+            Route(CancelOrder, partial(handlers.cancel_order, deps=deps), read_ahead=line_of),
+            Route(ReviewProof, partial(handlers.review_proof, deps=deps), read_ahead=line_of),
+            Route(BindPlan, partial(handlers.bind_plan, deps=deps), read_ahead=line_of),
             Route(UpgradePlan, partial(handlers.upgrade_plan, deps=deps)),
-            Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps)),
+            Route(
+                PlanUpgraded,
+                partial(handlers.on_plan_upgraded, deps=deps),
+                read_ahead=lambda event: lines.read_ahead(event.previous_order_id),
+            ),
             Route(GetOrder, partial(handlers.get_order, deps=deps)),
             Route(ListOrders, partial(handlers.list_orders, deps=deps)),
             Route(CreateApiKey, partial(handlers.create_api_key, deps=deps)),

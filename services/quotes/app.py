@@ -24,10 +24,15 @@ def wire(runtime: Runtime) -> Wiring:
         validity=timedelta(days=runtime.settings.quote_validity_days),
         bus=runtime.bus,
     )
+
+    async def quote_of(cmd: RedeemQuote) -> None:
+        if cmd.quote_number is not None:  # else a quote is issued at placement: nothing to read
+            await quotes.read_ahead(cmd.quote_number)
+
     return Wiring(
         routes=[
             Route(RequestQuote, partial(handlers.request_quote, deps=deps)),
-            Route(RedeemQuote, partial(handlers.redeem_quote, deps=deps)),
+            Route(RedeemQuote, partial(handlers.redeem_quote, deps=deps), read_ahead=quote_of),
         ],
         setup=store.create_indexes,
         outboxes=[quotes],

@@ -10,6 +10,10 @@
   that it was applied one atomic write: a redelivered command changes nothing twice.
 - The inbox (``shared.runtime.inbox``) binds each message id to its request and keeps
   the reply, so a resent request gets the same answer.
+- A handler's aggregate may be **read ahead**, beside the inbox's claim instead of after
+  it (``Route.read_ahead``, ``DocumentStore.read_ahead``): the handler still runs only
+  once the claim is settled, and its first load is served from that read unless this
+  process wrote the document since (``WrittenVersions``).
 
 Only single-document operations are used: the embedded server does not isolate
 multi-document transactions, and production must not need them either.
@@ -23,13 +27,15 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, Self, TypeVar
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -167,6 +173,58 @@ class Saved(Generic[A, T]):
     replayed: bool = False
 
 
+#: How many documents ``WrittenVersions`` remembers: far more than are in flight at once.
+WRITTEN_VERSIONS_KEPT = 4096
+
+
+class WrittenVersions:
+    """The version this process last wrote of each recently written document (saves, the
+    relay's claims and settles), by collection and id: what tells a document read ahead
+    that it is already old. Bounded (least recently written first out); a document
+    forgotten here and read ahead stale only costs its save a ``Conflict`` and a reload,
+    as any lost race does."""
+
+    def __init__(self, kept: int = WRITTEN_VERSIONS_KEPT) -> None:
+        self.kept = kept
+        self._versions: OrderedDict[tuple[str, Any], int] = OrderedDict()
+
+    def wrote(self, collection: AsyncCollection[Document], doc_id: Any, version: int) -> None:
+        key = (collection.full_name, doc_id)
+        self._versions[key] = max(version, self._versions.get(key, 0))
+        self._versions.move_to_end(key)
+        while len(self._versions) > self.kept:
+            self._versions.popitem(last=False)
+
+    def newer_than(
+        self, collection: AsyncCollection[Document], doc_id: Any, doc: Document | None
+    ) -> bool:
+        """Whether this process wrote the document after ``doc`` (None: absent) was read."""
+        written = self._versions.get((collection.full_name, doc_id))
+        if written is None:
+            return False
+        return doc is None or int(doc.get("version") or 0) < written
+
+
+WRITTEN = WrittenVersions()
+
+#: The documents read ahead for the message being handled, by collection and id (None:
+#: read and absent); set by ``reading_ahead`` around one delivery.
+_READ_AHEAD: ContextVar[dict[tuple[str, str], Document | None] | None] = ContextVar(
+    "read_ahead", default=None
+)
+
+
+@contextlib.contextmanager
+def reading_ahead() -> Iterator[None]:
+    """Around one delivery: what ``DocumentStore.read_ahead`` reads in it serves the
+    handler's first load, and nothing outlives the delivery."""
+    token = _READ_AHEAD.set({})
+    try:
+        yield
+    finally:
+        _READ_AHEAD.reset(token)
+
+
 class DocumentStore(Generic[A]):
     """Load and save one kind of aggregate with optimistic concurrency.
 
@@ -199,8 +257,27 @@ class DocumentStore(Generic[A]):
         check). Other processes' saves are not seen here: such a cache bounds its age."""
         self._changed.append(listener)
 
-    async def get(self, aggregate_id: str) -> A | None:
+    async def read_ahead(self, aggregate_id: str) -> Document | None:
+        """Read the aggregate's document now (None: there is none), beside the inbox's
+        claim (``Route.read_ahead``) or a registration's count: within ``reading_ahead``,
+        the first ``get`` of it takes this read instead of making its own, one store round
+        trip later. Not kept while this process is changing the aggregate (the read would
+        be old by the handler's turn: many reservations on one credit account)."""
         doc = await self.collection.find_one({"_id": aggregate_id})
+        kept = _READ_AHEAD.get()
+        if kept is not None and aggregate_id not in self._writing:
+            kept[(self.collection.full_name, aggregate_id)] = doc
+        return doc
+
+    async def get(self, aggregate_id: str) -> A | None:
+        kept = _READ_AHEAD.get()
+        key = (self.collection.full_name, aggregate_id)
+        if kept is not None and key in kept:
+            doc = kept.pop(key)  # served once: a reload after a Conflict reads afresh
+            if WRITTEN.newer_than(self.collection, aggregate_id, doc):
+                doc = await self.collection.find_one({"_id": aggregate_id})
+        else:
+            doc = await self.collection.find_one({"_id": aggregate_id})
         return None if doc is None else self.model.model_validate(doc)
 
     async def load(self, aggregate_id: str) -> A:
@@ -219,6 +296,7 @@ class DocumentStore(Generic[A]):
             await self.collection.insert_one(doc)
         except DuplicateKeyError:
             return False
+        WRITTEN.wrote(self.collection, aggregate.id, 1)
         self._publish(doc, held)
         return True
 
@@ -232,6 +310,7 @@ class DocumentStore(Generic[A]):
         if result.matched_count != 1:
             raise Conflict(f"{self.model.__name__} {aggregate.id} changed since version {expected}")
         aggregate.version = expected + 1
+        WRITTEN.wrote(self.collection, aggregate.id, aggregate.version)
         self._publish(doc, held)
 
     def _hold(self, aggregate: A) -> bool:
@@ -375,7 +454,7 @@ class OutboxRelay:
     expires, and then its last entries may be published twice: at-least-once stays the
     guarantee, and consumers dedupe by ``message_id`` (= ``event_id``).
 
-    A failure is isolated: the entries confirmed before it are removed all the same, the
+    A failure is isolated: the entries confirmed beside it are removed all the same, the
     document waits a back-off of its own (its lease, extended), and the relay goes on with
     the others. An outage is one error line with a count, at most every
     ``error_log_seconds``, not a traceback per pass.
@@ -509,13 +588,13 @@ class OutboxRelay:
         ``{a, $or: [b, c]}`` as ``(a and b) or c`` (tests/integration/test_store_conformance.py)."""
         if candidate is None:
             for found in await self.candidates(collection):
-                taken = await self.claim(collection, found)
-                if taken is not None:
-                    return taken
+                first = await self.claim(collection, found)
+                if first is not None:
+                    return first
             return None
         now = self._now_ms()
         lease = candidate.get("outbox_claimed_until_ms")
-        return await collection.find_one_and_update(
+        taken: Document | None = await collection.find_one_and_update(
             {
                 "_id": candidate["_id"],
                 "outbox_pending": True,
@@ -530,6 +609,9 @@ class OutboxRelay:
             },
             return_document=ReturnDocument.AFTER,
         )
+        if taken is not None:
+            WRITTEN.wrote(collection, taken["_id"], int(taken.get("version") or 0))
+        return taken
 
     async def _drain(self, collection: AsyncCollection[Document], done: RelayPass) -> None:
         """Claim and publish each candidate, ``concurrency`` at a time; one that another
@@ -567,18 +649,30 @@ class OutboxRelay:
     async def _relay(
         self, collection: AsyncCollection[Document], doc: Document, done: RelayPass
     ) -> None:
-        """Publish a claimed document's entries in order, each confirmed; stop at the first
-        failure; then remove what was confirmed and release (or back off) the claim."""
-        sent: set[str] = set()
+        """Publish a claimed document's entries, then remove what was confirmed and release
+        the claim (or back off after a failure).
+
+        All at once: the entries go out in their order on the one confirmed channel (the
+        broker receives them in that order), and their confirms are awaited together, so
+        that the last entry is not held back by the confirms of the ones before it. Each is
+        confirmed on its own: after a failure, the confirmed ones are removed (never
+        published again) and the failed ones wait for the document's back-off, so a
+        consumer may then see an entry before an earlier one that failed."""
+        entries: list[OutboxEntry] = []
         failure: Exception | None = None
         for raw in doc.get("outbox") or []:
             try:
-                entry = OutboxEntry.model_validate(raw)
-                await self.publish(entry)
-            except Exception as exc:
+                entries.append(OutboxEntry.model_validate(raw))
+            except ValidationError as exc:  # a document written by hand: the others go out
                 failure = exc
-                break
-            sent.add(entry.event_id)
+        outcomes = await asyncio.gather(
+            *(self.publish(entry) for entry in entries), return_exceptions=True
+        )
+        sent = {e.event_id for e, outcome in zip(entries, outcomes, strict=True) if outcome is None}
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome  # cancelled: the lease expires, a pass publishes them
+            failure = failure or (outcome if isinstance(outcome, Exception) else None)
         done.published += len(sent)
         if failure is not None:
             done.failed(failure)
@@ -618,6 +712,7 @@ class OutboxRelay:
                 {**current, **update, "version": version + 1},
             )
             if result.matched_count == 1:
+                WRITTEN.wrote(collection, current["_id"], version + 1)
                 if remaining and not failed:  # saved meanwhile, behind our claim: a pass now
                     self.wake()
                 return

@@ -543,17 +543,18 @@ async def test_a_crashed_relays_claim_expires_and_another_relay_publishes_its_ev
 async def test_a_failing_document_does_not_block_the_others_and_backs_off_alone(
     outbox: AsyncCollection[Document],
 ) -> None:
-    """One destination nacks: the other documents are published in the same pass; the
-    failing one keeps its order (nothing after the failed entry goes out), waits a back-off
-    of its own, and is published once the destination is back."""
+    """One destination nacks: the other documents are published in the same pass, and so
+    is the failing one's other event (each entry is confirmed on its own); the failed entry
+    waits a back-off of its own document, and is published once the destination is back."""
     ids = await with_events(outbox, 5, events=2)
     blocked = {ids[0]}  # the first event of t0
     clock = FixedClock(AT)
     recorder = Recorder(lambda entry: entry.event_id in blocked)
     relay = OutboxRelay(recorder, clock=clock)
     await relay.watch([outbox])
-    assert await relay.drain() == 8  # the four others, two events each
-    assert recorder.attempted.count(ids[0]) == 1 and ids[1] not in recorder.attempted
+    assert await relay.drain() == 9  # the four others, two events each, and t0's second
+    assert recorder.attempted.count(ids[0]) == 1
+    assert recorder.published.count(ids[1]) == 1
     assert await relay.drain() == 0  # t0 backs off; no tight loop on it
     assert recorder.attempted.count(ids[0]) == 1
     clock.advance(timedelta(seconds=0.5))
@@ -564,14 +565,14 @@ async def test_a_failing_document_does_not_block_the_others_and_backs_off_alone(
     assert recorder.attempted.count(ids[0]) == 2
     blocked.clear()
     clock.advance(timedelta(seconds=0.5))
-    assert await relay.drain() == 2
-    assert sorted(recorder.published) == sorted(ids)
-    assert recorder.published[-2:] == ids[:2]  # in its order
+    assert await relay.drain() == 1
+    assert sorted(recorder.published) == sorted(ids)  # each once
+    assert recorder.published[-1] == ids[0]  # after its document's other event, once failed
     doc = await outbox.find_one({"_id": "t0"})
     assert doc is not None and doc["outbox_failures"] == 0 and doc["outbox_claimed_by"] == ""
 
 
-async def test_events_confirmed_before_a_failure_are_removed_and_never_published_again(
+async def test_events_confirmed_beside_a_failure_are_removed_and_never_published_again(
     outbox: AsyncCollection[Document],
 ) -> None:
     ids = await with_events(outbox, 1, events=3)
@@ -580,13 +581,35 @@ async def test_events_confirmed_before_a_failure_are_removed_and_never_published
     recorder = Recorder(lambda entry: entry.event_id in failures)
     relay = OutboxRelay(recorder, clock=clock)
     await relay.watch([outbox])
-    assert await relay.drain() == 1
+    assert await relay.drain() == 2
+    assert recorder.attempted == ids  # sent in their order
     doc = await outbox.find_one({"_id": "t0"})
-    assert doc is not None and [e["event_id"] for e in doc["outbox"]] == ids[1:]
+    assert doc is not None and [e["event_id"] for e in doc["outbox"]] == [ids[1]]
     failures.clear()
     clock.advance(timedelta(seconds=1))
-    assert await relay.drain() == 2
-    assert recorder.published == ids  # the first one once
+    assert await relay.drain() == 1
+    assert recorder.published == [ids[0], ids[2], ids[1]]  # the confirmed ones once
+
+
+async def test_the_entries_of_a_document_wait_for_their_confirms_together(
+    outbox: AsyncCollection[Document],
+) -> None:
+    """The last entry of a document is not held back by the confirms before it: all are
+    sent, in order, before any confirm is awaited."""
+    ids = await with_events(outbox, 1, events=3)
+    sent: list[str] = []
+    confirms = asyncio.Event()
+
+    async def publish(entry: OutboxEntry) -> None:
+        sent.append(entry.event_id)
+        if len(sent) == len(ids):
+            confirms.set()  # the broker confirms once it has them all
+        await asyncio.wait_for(confirms.wait(), timeout=5)
+
+    relay = OutboxRelay(publish, clock=FixedClock(AT))
+    await relay.watch([outbox])
+    assert await relay.drain() == 3
+    assert sent == ids
 
 
 async def test_an_outage_is_one_error_line_with_a_count_not_a_line_per_pass(
@@ -769,3 +792,60 @@ async def test_a_route_without_inbox_claims_nothing_and_a_reused_id_is_refused_a
     assert dead.message_id == "m-1" and json.loads(dead.body)["quote_number"] == "Q-2"
     reason = str((dead.headers or {})["x-death-reason"])
     assert reason.startswith("idempotency_key_reused: message_id m-1 was logged"), reason
+
+
+async def test_a_route_reads_ahead_beside_the_claim_and_its_handler_starts_once_it_is_settled(
+    settings: Settings, outbox: AsyncCollection[Document]
+) -> None:
+    """``Route(read_ahead=...)``: the aggregate is read while the inbox claims the id, the
+    handler runs only once the claim is stored, a read ahead that fails changes nothing
+    (the handler loads for itself), and a resent event still counts once."""
+    tallies = DocumentStore(outbox, Tally, unknown=unknown_order)
+    runtimes: list[Runtime] = []
+    handled: list[tuple[str, bool]] = []
+
+    async def read_ahead(event: QuoteIssued) -> None:
+        if event.quote_number == "Q-bad":
+            raise RuntimeError("the read ahead failed")
+        await tallies.read_ahead(event.quote_number)
+
+    async def count(event: QuoteIssued, delivery: Delivery) -> None:
+        claimed = await runtimes[0].inbox.seen("credits", delivery.message_id)
+        handled.append((event.quote_number, claimed is not None))
+        await tallies.mutate(
+            event.quote_number, Tally.bump, message_id=delivery.message_id, create=Tally.new
+        )
+
+    def issued(number: str) -> dict[str, object]:
+        return QuoteIssued(
+            quote_number=number,
+            reseller_id="r",
+            space="reseller",
+            edition="starter",
+            billing="monthly",
+            amount_due=Money(amount=3920),
+            valid_until=datetime(2026, 4, 1, tzinfo=UTC),
+            occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
+        ).model_dump(mode="json")
+
+    route = Route(QuoteIssued, count, read_ahead=read_ahead)
+    async with stand_in(settings, "credits", route) as (runtime, client):
+        runtimes.append(runtime)
+        for number, message_id in (
+            ("Q-1", "m-1"),
+            ("Q-1", "m-1"),
+            ("Q-bad", "m-2"),
+            ("Q-1", "m-3"),
+        ):
+            await client.publish_event(
+                "quote.issued", issued(number), message_id=message_id, as_role="quotes"
+            )
+        for _ in range(200):
+            if len(handled) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert await no_dead_letter(client)
+    # handled concurrently, in any order; each after its claim
+    assert sorted(handled) == [("Q-1", True), ("Q-1", True), ("Q-1", True), ("Q-bad", True)]
+    assert (await tallies.load("Q-1")).count == 2  # m-1 once, m-3
+    assert (await tallies.load("Q-bad")).count == 1

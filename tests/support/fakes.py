@@ -83,6 +83,11 @@ class MemoryStore(DocumentStore[A]):
         doc = self.documents.get(aggregate_id)
         return None if doc is None else self.model.model_validate(copy.deepcopy(doc))
 
+    async def read_ahead(self, aggregate_id: str) -> Document | None:
+        """A copy of the document; nothing kept (every ``get`` reads the dict anyway)."""
+        doc = self.documents.get(aggregate_id)
+        return None if doc is None else copy.deepcopy(doc)
+
     async def insert(self, aggregate: A) -> bool:
         aggregate.version = 1
         if aggregate.id in self.documents:

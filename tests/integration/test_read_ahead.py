@@ -1,0 +1,91 @@
+"""Reading a handler's aggregate beside the inbox's claim (``Route.read_ahead``), against
+the real store server: the handler's first load takes that read (one store round trip
+fewer per message), never one this process has written past since."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.basics.errors import ErrorCode, Refused
+from shared.runtime.store import Aggregate, Document, DocumentStore, reading_ahead
+from tests.support.commands import CommandLog
+
+pytestmark = pytest.mark.integration
+
+
+class Tally(Aggregate):
+    count: int = 0
+
+
+def bump(tally: Tally) -> int:
+    tally.count += 1
+    return tally.count
+
+
+def _unknown(key: str) -> Refused:
+    return Refused(ErrorCode.NOT_FOUND, f"no tally {key}")
+
+
+@pytest.fixture
+async def commands_and_tallies(
+    mongo_url: str,
+) -> AsyncIterator[tuple[CommandLog, DocumentStore[Tally]]]:
+    log = CommandLog()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[log])
+    name = f"read_ahead_{uuid4().hex[:10]}"
+    yield log, DocumentStore(client[name]["tallies"], Tally, unknown=_unknown)
+    await client.drop_database(name)
+    await client.close()
+
+
+async def test_the_first_load_of_a_delivery_takes_the_read_made_ahead_and_only_the_first(
+    commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
+) -> None:
+    log, tallies = commands_and_tallies
+    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    with reading_ahead():
+        await tallies.read_ahead("t1")
+        await tallies.read_ahead("t-none")  # absent is an answer too
+        log.sent.clear()
+
+        saved = await tallies.mutate("t1", bump, message_id="m2")
+        assert await tallies.get("t-none") is None
+
+        assert saved.aggregate.count == 2
+        assert [name for name, _ in log.sent] == ["update"]  # the save only, no find
+        log.sent.clear()
+        assert (await tallies.load("t1")).count == 2  # served once: this one reads
+        assert [name for name, _ in log.sent] == ["find"]
+
+
+async def test_a_document_this_process_wrote_after_reading_it_ahead_is_read_again(
+    commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
+) -> None:
+    log, tallies = commands_and_tallies
+    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    with reading_ahead():
+        await tallies.read_ahead("t1")
+        await tallies.read_ahead("t2")  # absent when read ahead...
+        await tallies.mutate("t1", bump, message_id="m-other")  # another delivery's save
+        await tallies.mutate("t2", bump, message_id="m-other", create=Tally.new)  # ...created
+        log.sent.clear()
+
+        assert (await tallies.load("t1")).count == 2
+        assert (await tallies.load("t2")).count == 1
+        assert [name for name, _ in log.sent] == ["find", "find"]  # neither read was used
+
+
+async def test_outside_a_delivery_a_read_ahead_is_only_a_read(
+    commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
+) -> None:
+    log, tallies = commands_and_tallies
+    assert await tallies.read_ahead("t1") is None
+    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    assert (await tallies.read_ahead("t1") or {})["count"] == 1
+    with reading_ahead():
+        assert (await tallies.load("t1")).count == 1
+    assert [name for name, _ in log.sent] == ["find", "find", "insert", "find", "find"]
