@@ -42,6 +42,7 @@ from shared.contracts.licensing import (
 from shared.contracts.orders import PlanBound, PlanSuperseded, PlanUpgraded
 from shared.runtime.logging import get_logger
 from shared.runtime.messaging import Delivery
+from shared.runtime.store import reading_ahead
 
 log = get_logger(__name__)
 CHECK_BATCH = 500
@@ -203,46 +204,58 @@ async def register_appliance(
 ) -> Registration:
     """``POST /v1/appliances/register`` (L2, L3, L5).
 
-    1. The attempt is counted for its source; a source past its limit is refused before
-       anything else, the email's count included (rate_limits: nobody locks a customer
-       out with a source that is already refused).
-    2. It is counted for the email, and the token is checked, at once: a wrong email, a
-       wrong token and an unknown email end in the same refusal after the same counting,
-       the same store read and the same number of digest comparisons; past the email's
-       limit the refusal is ``too_many_attempts``, yet the right token registers
-       (``registration.admit``).
+    1. The attempt is counted for its source while the email's customer is read (a read
+       counts nothing); a source past its limit is refused before anything else is
+       counted, the email's count included (rate_limits: nobody locks a customer out with
+       a source that is already refused).
+    2. The token is checked against the digests read. A wrong email, a wrong token and an
+       unknown email then count the attempt for the email and end in the same refusal,
+       after the same counting, the same store read and the same number of digest
+       comparisons; past the email's limit the refusal is ``too_many_attempts``, yet the
+       right token registers (``registration.admit``). So the right token's save needs
+       no count's answer: the two go out together, and the save takes the customer read
+       in step 1 (``reading_ahead``) instead of reading it again.
     """
     try:
         email = normalise_email(request.email)
     except Refused:
         email = "invalid@invalid.invalid"
-    source_wait = await _counted(f"source:{source_key(source)}", deps.limits.per_source, deps=deps)
-    if source_wait is not None:
-        log.warning("registration_rate_limited", limit="source", source=source)
-        raise too_many_attempts(source_wait)
-    email_wait, known = await asyncio.gather(
-        _counted(f"email:{email}", deps.limits.per_email, deps=deps),
-        deps.store.tokens_of(email),
-    )
-    probe = known or Customer.new(email)
-    token_valid = probe.token_matches(request.registration_token) and known is not None
-    if email_wait is not None:
-        log.warning("registration_rate_limited", limit="email", source=source, admitted=token_valid)
-    admit(token_valid=token_valid, email_wait=email_wait)
-    random_part = secrets.token_urlsafe(32)  # 256 bits
-
-    def register(customer: Customer) -> None:
-        customer.register(
-            appliance_id=request.appliance_id,
-            secret=customer.appliance_secret(random_part),
-            move=request.move,
-            now=deps.clock.now(),
-            policy=deps.policy,
+    with reading_ahead():
+        source_wait, known = await asyncio.gather(
+            _counted(f"source:{source_key(source)}", deps.limits.per_source, deps=deps),
+            deps.store.tokens_of(email),
         )
+        if source_wait is not None:
+            log.warning("registration_rate_limited", limit="source", source=source)
+            raise too_many_attempts(source_wait)
+        probe = known or Customer.new(email)
+        token_valid = probe.token_matches(request.registration_token) and known is not None
+        counted = asyncio.ensure_future(
+            _counted(f"email:{email}", deps.limits.per_email, deps=deps)
+        )
+        if not token_valid:  # refused; the email's count says which refusal
+            email_wait = await counted
+            if email_wait is not None:
+                log.warning("registration_rate_limited", limit="email", source=source)
+            admit(token_valid=False, email_wait=email_wait)
+        random_part = secrets.token_urlsafe(32)  # 256 bits
 
-    saved = await deps.store.customers.mutate(
-        email, register, message_id=None, create=refuse_registration
-    )
+        def register(customer: Customer) -> None:
+            customer.register(
+                appliance_id=request.appliance_id,
+                secret=customer.appliance_secret(random_part),
+                move=request.move,
+                now=deps.clock.now(),
+                policy=deps.policy,
+            )
+
+        try:  # the right token: saved while the attempt is counted
+            saved = await deps.store.customers.mutate(
+                email, register, message_id=None, create=refuse_registration
+            )
+        finally:
+            if await counted is not None:
+                log.warning("registration_rate_limited", limit="email", admitted=True)
     customer = saved.aggregate  # its key, as saved, prefixes the secret
     log.info("appliance_registered", appliance_id=request.appliance_id, move=request.move)
     return Registration(
@@ -259,20 +272,21 @@ async def appliance_licence(
     The customer's ``LicenceView`` comes from this process's cache (at most
     ``LICENSE_CACHE_SECONDS`` old, ``licence_cache``) or from one indexed read; the
     secret is checked against it on every request, and only a view whose secret matched
-    is cached. The entitlement is computed now; the licence signed for that same
-    entitlement from the same cached view is handed out again, else one is signed."""
+    is cached. A cached view the secret does not match is read again before the refusal:
+    the appliance may have registered at another replica since (a wrong secret costs one
+    read, as an unknown key does). The entitlement is computed now; the licence signed
+    for that same entitlement from the same cached view is handed out again, else one is
+    signed."""
     key = customer_key_of(secret)
     if key is None:
         bad_credentials()
     view = deps.licences.get(key)
-    if view is None:
+    if view is None or not view.secret_matches(appliance_id, secret):
         ticket = deps.licences.ticket()
         view = await deps.store.licence_view(key)
         if view is None or not view.secret_matches(appliance_id, secret):
             bad_credentials()
         deps.licences.put(key, view, ticket=ticket)
-    elif not view.secret_matches(appliance_id, secret):
-        bad_credentials()
     now = deps.clock.now()
     entitlement = view.appliance_entitlement(appliance_id, now, deps.policy)
     signed = deps.licences.signed(key, appliance_id, entitlement, now)

@@ -10,10 +10,12 @@ that prefixes every appliance secret. What bounds the staleness:
   returned was current at some moment after that, so a change saved by another replica
   (a suspension, L8; a move, L5; a new plan, L1) is in every replica's answers to the
   requests that arrive ``ttl`` or more after it was saved.
-- **This process's own saves** forget the customer at once (``forget``, called for every
-  customer ``DocumentStore.mutate`` saves here). A read that began before such a save may
-  finish after it with the old document: ``put`` then drops it (its ticket's generation
-  is no longer current), so it cannot outlive the ``forget``.
+- **This process's own saves** replace the customer's entry at once with the view of
+  the customer as saved (``saved``, called for every customer ``DocumentStore.mutate``
+  saves here): an appliance checking right after it registered, or after a suspension
+  this process applied, is answered from memory with what was just written. A read that
+  began before such a save may finish after it with the old document: ``put`` then drops
+  it (its ticket's generation is no longer current), so it cannot outlive the save.
 - **Time itself** is never cached: the entitlement is computed from the view at each
   request, so a plan's end or its grace's end is seen at once.
 - **Size.** At most ``max_entries`` (least recently used first out): 100,000 appliances
@@ -170,10 +172,18 @@ class LicenceCache:
             del self._entries[key]
 
     def follow(self, customers: DocumentStore[Customer]) -> None:
-        """Forget each customer this process saves through ``customers``, once saved."""
-        customers.on_change(lambda customer: self.forget(customer.key))
+        """Keep each customer this process saves through ``customers``, as saved."""
+        customers.on_change(self.saved)
+
+    def saved(self, customer: Customer) -> None:
+        """This process saved ``customer``: its entry is now the view of what was written
+        (current now, so kept ``ttl`` from now), and a read begun before is dropped."""
+        self.forget(customer.key)
+        if self.ttl > 0:
+            self._entries[customer.key] = _Entry(LicenceView.of(customer), self._now() + self.ttl)
+            self._drop_expired_or_least_used()
 
     def forget(self, key: str) -> None:
-        """This process saved the customer of ``key``: its next check reads the store."""
+        """The customer of ``key`` changed: its next check reads the store."""
         self._generation += 1
         self._entries.pop(key, None)

@@ -1,6 +1,7 @@
 """The licence check's cache (services/licensing/licence_cache.py), with a fake monotonic
-clock: how stale an answer may be (``LICENSE_CACHE_SECONDS``), what this process's own
-saves forget at once, the LRU bound, and that the secret is checked on every request.
+clock: how stale an answer may be (``LICENSE_CACHE_SECONDS``), that this process's own
+saves replace their customer's entry at once, the LRU bound, and that the secret is
+checked on every request.
 
 Two ``LicensingDeps`` over one set of documents, each with its own cache, play two
 replicas: what one saves, the other sees only once its entry is older than the bound.
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.licensing.domain.customer import Customer
 from services.licensing.domain.licence_view import LicenceView
 from services.licensing.domain.policy import Policy
 from services.licensing.handlers import (
@@ -54,6 +56,10 @@ class Ticks:
 
 def view(email: str, key: str) -> LicenceView:
     return LicenceView.model_validate({"_id": email, "key": key})
+
+
+def customer(email: str, key: str, *, suspended: bool = False) -> Customer:
+    return Customer(id=email, key=key, suspended=suspended)
 
 
 # --- the cache on its own -----------------------------------------------------------------
@@ -108,6 +114,25 @@ def test_forget_drops_the_entry_and_a_read_begun_before_it() -> None:
     assert cache.get("k1") is None
     cache.put("k1", view(EMAIL, "k1"), ticket=cache.ticket())  # a read after the save
     assert cache.get("k1") is not None
+
+
+def test_a_save_replaces_the_entry_and_a_read_begun_before_it_cannot_undo_that() -> None:
+    ticks = Ticks()
+    cache = LicenceCache(ttl=TTL, now=ticks)
+    old = view(EMAIL, "k1")
+    cache.put("k1", old, ticket=cache.ticket())
+    before_save = cache.ticket()  # a check starts reading the store...
+    ticks.advance(TTL / 2)
+
+    cache.saved(customer(EMAIL, "k1", suspended=True))  # ...this process saves meanwhile
+    cache.put("k1", old, ticket=before_save)  # the read ends with the old document
+
+    kept = cache.get("k1")
+    assert kept is not None and kept.suspended  # what was saved, not what the read saw
+    ticks.advance(TTL - 0.01)  # kept TTL from the save, not from the older read
+    assert cache.get("k1") is not None
+    ticks.advance(0.01)
+    assert cache.get("k1") is None
 
 
 def test_at_most_max_entries_least_recently_used_out() -> None:
@@ -201,15 +226,17 @@ async def test_l4_checks_within_the_bound_read_the_store_once() -> None:
     deps = replica(store, ticks, FixedClock(NOW))
     secret, _ = await registered(deps)
 
-    for _ in range(5):
+    for _ in range(5):  # the registration's own save is cached: the first checks read nothing
         checked = await appliance_licence("xoa-1", secret, deps=deps)
         assert (checked.status, checked.edition) == ("active", "enterprise")
         ticks.advance(TTL / 10)
-    assert store.licence_reads == 1
+    assert store.licence_reads == 0
 
     ticks.advance(TTL)
-    await appliance_licence("xoa-1", secret, deps=deps)
-    assert store.licence_reads == 2
+    for _ in range(5):
+        await appliance_licence("xoa-1", secret, deps=deps)
+        ticks.advance(TTL / 10)
+    assert store.licence_reads == 1
 
 
 async def test_l8_a_suspension_saved_by_another_replica_is_served_at_most_the_bound_late() -> None:
@@ -272,6 +299,26 @@ async def test_l6_time_is_never_cached_a_plan_ending_is_seen_at_once() -> None:
     assert store.licence_reads == reads  # the cached view, judged at the new time
 
 
+async def test_l5_an_appliance_moved_in_at_another_replica_is_known_where_it_is_cached() -> None:
+    ticks, clock = Ticks(), FixedClock(NOW)
+    here_store = MemoryLicensingStore()
+    here = replica(here_store, ticks, clock)
+    elsewhere = replica(sharing(here_store), ticks, clock)
+    _, token = await registered(here)  # the customer is cached here, with xoa-1 only
+    second = RegisterAppliance(
+        email=EMAIL, registration_token=token, appliance_id="xoa-2", move=True
+    )
+    secret = (await register_appliance(second, source="192.0.2.7", deps=elsewhere)).appliance_secret
+    reads = here_store.licence_reads
+
+    checked = await appliance_licence("xoa-2", secret, deps=here)  # no time passes
+
+    assert checked.status == "active"
+    assert here_store.licence_reads == reads + 1  # the cached view lacked it: read again
+    await appliance_licence("xoa-2", secret, deps=here)
+    assert here_store.licence_reads == reads + 1  # and kept
+
+
 async def test_l4_a_cached_customer_still_refuses_a_wrong_secret() -> None:
     store = MemoryLicensingStore()
     deps = replica(store, Ticks(), FixedClock(NOW))
@@ -293,6 +340,7 @@ async def test_l4_a_wrong_secret_fills_nothing() -> None:
     deps = replica(store, Ticks(), FixedClock(NOW))
     secret, _ = await registered(deps)
     key = secret.partition(".")[0]
+    deps.licences.forget(key)  # the registration's save filled it
 
     for wrong in (f"{key}.not-the-secret", "0" * 32 + ".whatever", "no-dot-at-all"):
         with pytest.raises(Refused):

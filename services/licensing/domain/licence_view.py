@@ -14,7 +14,7 @@ asked: a plan that ends or leaves its grace period is seen at once, cached or no
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,9 @@ from services.licensing.domain.appliances import Appliance, find_appliance
 from services.licensing.domain.entitlement import Entitlement, appliance_entitlement
 from services.licensing.domain.plans import PlanEntitlement
 from services.licensing.domain.policy import Policy
+
+if TYPE_CHECKING:
+    from services.licensing.domain.customer import Customer
 
 #: The fields of a customer document a licence check reads (a MongoDB projection).
 LICENCE_FIELDS: dict[str, Any] = {"key": 1, "plans": 1, "appliances": 1, "suspended": 1}
@@ -38,6 +41,14 @@ class LicenceView(BaseModel):
     plans: list[PlanEntitlement] = []
     appliances: list[Appliance] = []
     suspended: bool = False
+
+    @classmethod
+    def of(cls, customer: Customer) -> LicenceView:
+        """The view of a customer as this process holds it (just saved): the same fields
+        as the store's projection, copied, so that nothing done to ``customer`` later
+        reaches it."""
+        fields = customer.model_dump(by_alias=True, include={"id", *LICENCE_FIELDS})
+        return cls.model_validate(fields)
 
     @property
     def email(self) -> str:
