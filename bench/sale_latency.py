@@ -20,6 +20,7 @@ import httpx
 
 from bench.common import (
     AMQP_URL,
+    ApplianceHttp,
     BenchClient,
     bench_system,
     load_average,
@@ -32,7 +33,11 @@ from testkit.processes import LaunchedSystem
 
 
 async def one_sale(
-    system: LaunchedSystem, client: BenchClient, http: httpx.AsyncClient, n: int
+    system: LaunchedSystem,
+    client: BenchClient,
+    http: httpx.AsyncClient,
+    appliance: ApplianceHttp,
+    n: int,
 ) -> dict[str, float]:
     """One sale; returns the milliseconds of each stage after plan.bind, and the total."""
     order = {"edition": "starter", "billing": "monthly"}
@@ -45,22 +50,23 @@ async def one_sale(
     marks.append(time.perf_counter())
     note = await client.order_event("customer.notification", order_id)
     marks.append(time.perf_counter())
-    registered = await http.post(
-        f"{system.url('licensing')}/v1/appliances/register",
-        json={
+    status, registered = await appliance.request(
+        "POST",
+        "/v1/appliances/register",
+        body={
             "email": email,
             "registration_token": note["registration_token"],
             "appliance_id": f"xoa-{n}",
         },
     )
-    secret = registered.json()["appliance_secret"]
+    assert status == 200, registered
     marks.append(time.perf_counter())
-    licence = await http.get(
-        f"{system.url('licensing')}/v1/appliances/xoa-{n}/license",
-        headers={"Authorization": f"Bearer {secret}"},
+    status, licence = await appliance.request(
+        "GET", f"/v1/appliances/xoa-{n}/license", token=registered["appliance_secret"]
     )
     marks.append(time.perf_counter())
-    assert licence.json()["status"] == "active", licence.text
+    assert status == 200, licence
+    assert licence["status"] == "active", licence
     stages = [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
     return {**dict(zip(STAGES, stages, strict=True)), "total": (marks[-1] - marks[0]) * 1000}
 
@@ -68,15 +74,17 @@ async def one_sale(
 STAGES = (
     "plan.bind reply (orders)",
     "-> customer.notification (relay, licensing, relay)",
-    "-> appliance registered (HTTP)",
-    "-> licence fetched (HTTP)",
+    "-> appliance registered (HTTP, the appliance's own connection)",
+    "-> licence fetched (HTTP, the same connection)",
 )
 
 
 async def measure(system: LaunchedSystem, sales: int) -> tuple[list[dict[str, float]], list[float]]:
+    appliance = ApplianceHttp(system.url("licensing"))
     async with BenchClient(system) as client, httpx.AsyncClient(timeout=10) as http:
-        await one_sale(system, client, http, -1)  # warm-up
-        samples = [await one_sale(system, client, http, n) for n in range(sales)]
+        await one_sale(system, client, http, appliance, -1)  # warm-up
+        samples = [await one_sale(system, client, http, appliance, n) for n in range(sales)]
+    await appliance.close()
     baseline = await raw_round_trips(AMQP_URL, max(sales, 50))
     await settle()
     return samples, baseline
