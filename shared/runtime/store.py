@@ -161,6 +161,8 @@ def epoch_ms(moment: datetime) -> int:
 A = TypeVar("A", bound=Aggregate)
 T = TypeVar("T")
 Unknown = Callable[[str], Refused]
+#: One aggregate's turn among this process's changes of it (``DocumentStore._turn``).
+Turn = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,7 @@ class DocumentStore(Generic[A]):
         if self.relay is None:
             return
         if held:
-            self.relay.publish_held(self.collection, doc)
+            self.relay.publish_held(self.collection, doc, turn=self._turn)
         elif doc["outbox"]:
             self.relay.wake()
 
@@ -511,12 +513,19 @@ class OutboxRelay:
         aggregate.outbox_claimed_by = self.relay_id
         return True
 
-    def publish_held(self, collection: AsyncCollection[Document], doc: Document) -> None:
+    def publish_held(
+        self, collection: AsyncCollection[Document], doc: Document, *, turn: Turn | None = None
+    ) -> None:
         """Publish the events of a document saved holding this relay's claim (``hold``), as
         saved, then remove them and release the claim: what a pass does after its claim,
         without the read and the claim before it. In a task of its own: the saver answers
-        without waiting for the broker's confirm (``finish`` waits for these on stop)."""
-        task = asyncio.create_task(self._publish_held(collection, doc))
+        without waiting for the broker's confirm (``finish`` waits for these on stop).
+
+        ``turn``: the saver's own turns on the aggregate (``DocumentStore.mutate``). The
+        removal waits for it, so that a change this process is making in the meantime is
+        not the one that loses the race: the removal reads the document again instead,
+        off the handler's path."""
+        task = asyncio.create_task(self._publish_held(collection, doc, turn))
         self._held.add(task)
         task.add_done_callback(self._held.discard)
 
@@ -526,12 +535,14 @@ class OutboxRelay:
         if self._held:
             await asyncio.wait(self._held, timeout=FINISH_SECONDS)
 
-    async def _publish_held(self, collection: AsyncCollection[Document], doc: Document) -> None:
+    async def _publish_held(
+        self, collection: AsyncCollection[Document], doc: Document, turn: Turn | None
+    ) -> None:
         """Never raises: the save is done, and a failure leaves the document to the passes
         (after its back-off, or once its lease expires)."""
         done = RelayPass()
         try:
-            await self._relay(collection, doc, done)
+            await self._relay(collection, doc, done, turn)
         except Exception as exc:  # the store, while settling: the lease expires, a pass retries
             done.failed(exc)
         metrics.EVENTS_PUBLISHED_AT_SAVE.inc(done.published)
@@ -647,7 +658,11 @@ class OutboxRelay:
             done.failed(exc)
 
     async def _relay(
-        self, collection: AsyncCollection[Document], doc: Document, done: RelayPass
+        self,
+        collection: AsyncCollection[Document],
+        doc: Document,
+        done: RelayPass,
+        turn: Turn | None = None,
     ) -> None:
         """Publish a claimed document's entries, then remove what was confirmed and release
         the claim (or back off after a failure).
@@ -676,7 +691,8 @@ class OutboxRelay:
         done.published += len(sent)
         if failure is not None:
             done.failed(failure)
-        await self._settle(collection, doc, sent, failed=failure is not None)
+        async with contextlib.nullcontext() if turn is None else turn(doc["_id"]):
+            await self._settle(collection, doc, sent, failed=failure is not None)
 
     def _backoff_ms(self, failures: int) -> int:
         first, most = RELAY_BACKOFF_SECONDS

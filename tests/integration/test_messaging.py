@@ -677,6 +677,38 @@ async def test_a_save_publishes_its_events_itself_with_no_pass(
     assert recorder.published == recorder.attempted  # each attempted once
 
 
+async def test_the_removal_after_a_publication_at_save_waits_for_the_savers_turn(
+    outbox: AsyncCollection[Document],
+) -> None:
+    """While this process is changing the aggregate (its turn, ``DocumentStore.mutate``),
+    the published entries are not removed: the change is not the one to lose the race."""
+    recorder = Recorder()
+    relay = OutboxRelay(recorder, clock=FixedClock(AT), name="saver")
+    await relay.watch([outbox])
+    tally = Tally(id="t0", version=1)
+    cancelled(tally)
+    assert relay.hold(outbox, tally)
+    doc = tally.to_document()
+    await outbox.insert_one(doc)
+    changing = asyncio.Lock()
+
+    @asynccontextmanager
+    async def turn(_: str) -> AsyncIterator[None]:
+        async with changing:
+            yield
+
+    async with changing:  # a change of t0 is under way
+        relay.publish_held(outbox, doc, turn=turn)
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert len(recorder.published) == 1  # published at once...
+        stored = await outbox.find_one({"_id": "t0"})
+        assert stored is not None and len(stored["outbox"]) == 1  # ...not yet removed
+    await relay.finish()
+    stored = await outbox.find_one({"_id": "t0"})
+    assert stored is not None and stored["outbox"] == [] and stored["outbox_claimed_by"] == ""
+
+
 async def test_a_save_leaves_a_document_another_relay_holds_to_the_relays(
     outbox: AsyncCollection[Document],
 ) -> None:
