@@ -39,9 +39,9 @@ class LicensingStore:
     async def tokens_of(self, email: str) -> Customer | None:
         """Only the registration token digests of ``email`` (L2) are parsed: the check that
         refuses a wrong token parses as little for a customer as for an unknown email. The
-        document is read whole, as a read ahead: within ``reading_ahead``, the save that
+        document is read whole (``find_ahead``): within ``reading_ahead``, the save that
         follows the right token takes this read instead of making its own."""
-        doc = await self.customers.read_ahead(email)
+        doc = await self.customers.find_ahead(email)
         return None if doc is None else Customer(id=email, tokens=doc.get("tokens") or [])
 
     async def licence_view(self, key: str) -> LicenceView | None:

@@ -259,12 +259,18 @@ class DocumentStore(Generic[A]):
         check). Other processes' saves are not seen here: such a cache bounds its age."""
         self._changed.append(listener)
 
-    async def read_ahead(self, aggregate_id: str) -> Document | None:
-        """Read the aggregate's document now (None: there is none), beside the inbox's
-        claim (``Route.read_ahead``) or a registration's count: within ``reading_ahead``,
-        the first ``get`` of it takes this read instead of making its own, one store round
-        trip later. Not kept while this process is changing the aggregate (the read would
-        be old by the handler's turn: many reservations on one credit account)."""
+    async def read_ahead(self, aggregate_id: str) -> None:
+        """Read the aggregate now, beside the inbox's claim (``Route.read_ahead``), for the
+        handler's first ``get`` (``find_ahead``). Not while this process is changing the
+        aggregate: the read would be old by the handler's turn (many reservations on one
+        credit account), one store command for nothing."""
+        if aggregate_id not in self._writing:
+            await self.find_ahead(aggregate_id)
+
+    async def find_ahead(self, aggregate_id: str) -> Document | None:
+        """The aggregate's document, read now (None: there is none). Within
+        ``reading_ahead``, the first ``get`` of it takes this read instead of making its
+        own, one store round trip later, unless this process changed it since."""
         doc = await self.collection.find_one({"_id": aggregate_id})
         kept = _READ_AHEAD.get()
         if kept is not None and aggregate_id not in self._writing:

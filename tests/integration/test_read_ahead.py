@@ -83,9 +83,9 @@ async def test_outside_a_delivery_a_read_ahead_is_only_a_read(
     commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
 ) -> None:
     log, tallies = commands_and_tallies
-    assert await tallies.read_ahead("t1") is None
+    assert await tallies.find_ahead("t1") is None
     await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
-    assert (await tallies.read_ahead("t1") or {})["count"] == 1
+    assert (await tallies.find_ahead("t1") or {})["count"] == 1
     with reading_ahead():
         assert (await tallies.load("t1")).count == 1
     assert [name for name, _ in log.sent] == ["find", "find", "insert", "find", "find"]

@@ -83,7 +83,7 @@ class MemoryStore(DocumentStore[A]):
         doc = self.documents.get(aggregate_id)
         return None if doc is None else self.model.model_validate(copy.deepcopy(doc))
 
-    async def read_ahead(self, aggregate_id: str) -> Document | None:
+    async def find_ahead(self, aggregate_id: str) -> Document | None:
         """A copy of the document; nothing kept (every ``get`` reads the dict anyway)."""
         doc = self.documents.get(aggregate_id)
         return None if doc is None else copy.deepcopy(doc)
