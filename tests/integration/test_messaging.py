@@ -781,6 +781,20 @@ async def test_a_save_behind_a_publication_in_flight_is_published_after_it_once(
     assert published == [first, second]
 
 
+def issued(number: str) -> dict[str, object]:
+    """A ``quote.issued`` body for quote ``number``."""
+    return QuoteIssued(
+        quote_number=number,
+        reseller_id="r",
+        space="reseller",
+        edition="starter",
+        billing="monthly",
+        amount_due=Money(amount=3920),
+        valid_until=datetime(2026, 4, 1, tzinfo=UTC),
+        occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
+    ).model_dump(mode="json")
+
+
 async def test_a_route_without_inbox_claims_nothing_and_a_reused_id_is_refused_as_by_the_inbox(
     settings: Settings,
 ) -> None:
@@ -795,18 +809,6 @@ async def test_a_route_without_inbox_claims_nothing_and_a_reused_id_is_refused_a
         earlier.append(event.quote_number)
         if len(set(earlier)) > 1:
             raise MessageIdReused(f"message_id {delivery.message_id} was logged for another event")
-
-    def issued(number: str) -> dict[str, object]:
-        return QuoteIssued(
-            quote_number=number,
-            reseller_id="r",
-            space="reseller",
-            edition="starter",
-            billing="monthly",
-            amount_due=Money(amount=3920),
-            valid_until=datetime(2026, 4, 1, tzinfo=UTC),
-            occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
-        ).model_dump(mode="json")
 
     route = Route(QuoteIssued, keyed_log, inbox=False)
     async with stand_in(settings, "credits", route) as (runtime, client):
@@ -847,18 +849,6 @@ async def test_a_route_reads_ahead_beside_the_claim_and_its_handler_starts_once_
         await tallies.mutate(
             event.quote_number, Tally.bump, message_id=delivery.message_id, create=Tally.new
         )
-
-    def issued(number: str) -> dict[str, object]:
-        return QuoteIssued(
-            quote_number=number,
-            reseller_id="r",
-            space="reseller",
-            edition="starter",
-            billing="monthly",
-            amount_due=Money(amount=3920),
-            valid_until=datetime(2026, 4, 1, tzinfo=UTC),
-            occurred_at=datetime(2026, 3, 1, tzinfo=UTC),
-        ).model_dump(mode="json")
 
     route = Route(QuoteIssued, count, read_ahead=read_ahead)
     async with stand_in(settings, "credits", route) as (runtime, client):
