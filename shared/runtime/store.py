@@ -262,9 +262,13 @@ class DocumentStore(Generic[A]):
     async def read_ahead(self, aggregate_id: str) -> None:
         """Read the aggregate now, beside the inbox's claim (``Route.read_ahead``), for the
         handler's first ``get`` (``find_ahead``). Not while this process is changing the
-        aggregate: the read would be old by the handler's turn (many reservations on one
-        credit account), one store command for nothing."""
-        if aggregate_id not in self._writing:
+        aggregate, or publishing what it saved last (its removal is still to come): the
+        read would be old by the handler's turn (many reservations on one credit account,
+        a command that follows at once the event of the step before), one store command
+        for nothing."""
+        if aggregate_id not in self._writing and not (
+            self.relay is not None and self.relay.publishing(self.collection, aggregate_id)
+        ):
             await self.find_ahead(aggregate_id)
 
     async def find_ahead(self, aggregate_id: str) -> Document | None:
@@ -494,6 +498,7 @@ class OutboxRelay:
         self._failing = False
         self._watched: set[str] = set()
         self._held: set[asyncio.Task[None]] = set()
+        self._publishing: set[tuple[str, Any]] = set()  # (collection, id) of those tasks
 
     async def watch(self, collections: Sequence[AsyncCollection[Document]]) -> None:
         """Publish these collections' outboxes from now on. Each pass and each save's wake-up
@@ -531,9 +536,17 @@ class OutboxRelay:
         removal waits for it, so that a change this process is making in the meantime is
         not the one that loses the race: the removal reads the document again instead,
         off the handler's path."""
+        key = (collection.full_name, doc["_id"])
         task = asyncio.create_task(self._publish_held(collection, doc, turn))
         self._held.add(task)
+        self._publishing.add(key)
         task.add_done_callback(self._held.discard)
+        task.add_done_callback(lambda _: self._publishing.discard(key))
+
+    def publishing(self, collection: AsyncCollection[Document], doc_id: Any) -> bool:
+        """Whether this process is publishing a save of that document (``publish_held``):
+        its published entries are then still to be removed, a new version to come."""
+        return (collection.full_name, doc_id) in self._publishing
 
     async def finish(self) -> None:
         """Let the publications saves handed over end (the service is stopping), for at most

@@ -4,14 +4,24 @@ fewer per message), never one this process has written past since."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 from pymongo import AsyncMongoClient
 
 from shared.basics.errors import ErrorCode, Refused
-from shared.runtime.store import Aggregate, Document, DocumentStore, reading_ahead
+from shared.contracts.orders import OrderCancelled
+from shared.runtime.store import (
+    Aggregate,
+    Document,
+    DocumentStore,
+    OutboxEntry,
+    OutboxRelay,
+    reading_ahead,
+)
 from tests.support.commands import CommandLog
 
 pytestmark = pytest.mark.integration
@@ -24,6 +34,18 @@ class Tally(Aggregate):
 def bump(tally: Tally) -> int:
     tally.count += 1
     return tally.count
+
+
+def counted(tally: Tally) -> int:
+    """``bump``, recording an event (any will do) for the relay to publish."""
+    tally.record(
+        OrderCancelled,
+        at=datetime(2026, 3, 10, tzinfo=UTC),
+        order_id=tally.id,
+        reseller_id="r",
+        correlation_id=tally.id,
+    )
+    return bump(tally)
 
 
 def _unknown(key: str) -> Refused:
@@ -89,3 +111,27 @@ async def test_outside_a_delivery_a_read_ahead_is_only_a_read(
     with reading_ahead():
         assert (await tallies.load("t1")).count == 1
     assert [name for name, _ in log.sent] == ["find", "find", "insert", "find", "find"]
+
+
+async def test_nothing_is_read_ahead_while_this_process_publishes_the_last_save(
+    commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
+) -> None:
+    """Its published entries are still to be removed: a read now would be old."""
+    log, plain = commands_and_tallies
+    confirmed = asyncio.Event()
+
+    async def publish(_: OutboxEntry) -> None:
+        await confirmed.wait()  # the broker's confirm is slow
+
+    relay = OutboxRelay(publish, name="saver")
+    await relay.watch([plain.collection])
+    tallies = DocumentStore(plain.collection, Tally, unknown=_unknown, relay=relay)
+    await tallies.mutate("t1", counted, message_id="m1", create=Tally.new)
+    with reading_ahead():
+        log.sent.clear()
+        await tallies.read_ahead("t1")
+        assert log.sent == []
+        confirmed.set()
+        await relay.finish()
+        await tallies.read_ahead("t1")
+        assert [name for name, _ in log.sent] == ["update", "find"]  # the removal, then the read
