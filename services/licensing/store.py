@@ -8,8 +8,8 @@ fields it needs only (``LicenceView``), and at most once per ``LICENSE_CACHE_SEC
 per process (``licence_cache``).
 
 Attempt counters are ``shared.runtime.attempts`` (the web faces' sign-in limits use the
-same), in the ``registration_attempts`` collection; registration reads each key's
-previous window too (its limit slides).
+same), in the ``registration_attempts`` collection; registration's limits slide, so
+each count returns the key's previous window too, in the same command.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class LicensingStore:
     async def create_indexes(self) -> None:
         await self.customers.collection.create_index([("next_check_at", ASCENDING)])
         await self.customers.collection.create_index([("key", ASCENDING)])
-        await self.attempts.collection.create_index([("expires_at", ASCENDING)])
+        await self.attempts.create_indexes()
 
     async def tokens_of(self, email: str) -> Customer | None:
         """Only the registration token digests of ``email`` (L2) are parsed: the check that

@@ -1,13 +1,19 @@
 """Attempt counters in MongoDB, for every attempt limit (registration, sign-in, password
-reset): ``{_id: "<digest of the key>:<window>", count, expires_at}``, one document per
-key and fixed window (``shared.basics.attempts``), ``$inc`` upserts so that every replica
-counts against the same number; each expires two windows after its own (a sliding
-window reads the previous one) and ``purge`` deletes it then. Keys are stored as
-digests: no email or address in clear."""
+reset), ``$inc`` upserts so that every replica counts against the same number; windows
+are fixed from the epoch (``shared.basics.attempts``). Keys are stored as digests: no
+email or address in clear.
+
+- A fixed-window limit (``count``, ``wait``): ``{_id: "<digest>:<window>", count,
+  expires_at}``, one document per key and window.
+- A sliding-window limit (``count_sliding``, registration) decides on this window's
+  count and the previous one's: ``{_id: "<digest>", windows: {"<window>": count},
+  expires_ms}``, one document per key, so that one command counts the attempt and
+  returns both.
+
+``purge`` deletes a document two windows after its last count."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,8 +27,17 @@ from shared.basics.attempts import EPOCH, wait_if_over, window_index
 Document = dict[str, Any]
 
 
+def sliding_id(key: str) -> str:
+    """The document of ``key``'s sliding-window counts."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _key_id(key: str, index: int) -> str:
-    return f"{hashlib.sha256(key.encode()).hexdigest()}:{index}"
+    return f"{sliding_id(key)}:{index}"
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 class AttemptCounters:
@@ -31,6 +46,7 @@ class AttemptCounters:
 
     async def create_indexes(self) -> None:
         await self.collection.create_index([("expires_at", ASCENDING)])
+        await self.collection.create_index([("expires_ms", ASCENDING)])
 
     async def count(self, key: str, *, now: datetime, window: timedelta) -> int:
         """Count one attempt for ``key`` now; returns this window's count, this one included."""
@@ -52,13 +68,29 @@ class AttemptCounters:
 
     async def count_sliding(self, key: str, *, now: datetime, window: timedelta) -> tuple[int, int]:
         """Count one attempt; returns (previous window's, this window's) counts, this
-        attempt included: what a sliding-window limit decides on. The count and the read
-        of the previous window (which nothing writes any more) go out together."""
-        current, previous = await asyncio.gather(
-            self.count(key, now=now, window=window),
-            self.collection.find_one({"_id": _key_id(key, window_index(now, window) - 1)}),
-        )
-        return (int(previous["count"]) if previous else 0, current)
+        attempt included: what a sliding-window limit decides on. One store command: this
+        window's count goes up, the one before the previous goes, and the document comes
+        back with both. Its expiry is epoch milliseconds (the embedded server stores a
+        datetime given to ``$set`` as a string)."""
+        index = window_index(now, window)
+        expires_ms = _epoch_ms(EPOCH + window * (index + 2))
+        for _ in range(3):  # two first attempts may race to create the document
+            try:
+                counted = await self.collection.find_one_and_update(
+                    {"_id": sliding_id(key)},
+                    {
+                        "$inc": {f"windows.{index}": 1},
+                        "$unset": {f"windows.{index - 2}": ""},
+                        "$set": {"expires_ms": expires_ms},
+                    },
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue
+            windows = (counted or {}).get("windows") or {}
+            return int(windows.get(str(index - 1), 0)), int(windows.get(str(index), 1))
+        raise RuntimeError(f"could not count an attempt in window {index}")
 
     async def wait(self, key: str, *, limit: int, now: datetime, window: timedelta) -> int | None:
         """Count one attempt; ``None`` within ``limit`` (fixed window), else the seconds
@@ -67,5 +99,6 @@ class AttemptCounters:
         return wait_if_over(count, limit=limit, now=now, window=window)
 
     async def purge(self, now: datetime) -> int:
-        result = await self.collection.delete_many({"expires_at": {"$lte": now}})
-        return result.deleted_count
+        fixed = await self.collection.delete_many({"expires_at": {"$lte": now}})
+        sliding = await self.collection.delete_many({"expires_ms": {"$lte": _epoch_ms(now)}})
+        return fixed.deleted_count + sliding.deleted_count

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.licensing.domain.registration import digest
 from shared.basics.attempts import window_index
+from shared.runtime.attempts import sliding_id
 from shared.runtime.http import JSON_BODY_LIMIT, admin_app
 from shared.runtime.settings import Settings
 from testkit.broker import BrokerSession
@@ -66,8 +66,8 @@ async def email_attempts_counted(system: System, email: str) -> int:
     window = timedelta(seconds=system.settings.registration_window_seconds)
     index = window_index(system.clock.now(), window)
     counters = system.runtimes["licensing"].db["registration_attempts"]
-    counter = await counters.find_one({"_id": f"{digest(f'email:{email}')}:{index}"})
-    return 0 if counter is None else int(counter["count"])
+    counter = await counters.find_one({"_id": sliding_id(f"email:{email}")})
+    return 0 if counter is None else int(counter["windows"].get(str(index), 0))
 
 
 # --- L2: nobody can lock the customer out -------------------------------------------------
