@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from uuid import uuid4
 
 import aio_pika
@@ -41,6 +42,7 @@ from tests.support.builders import placed_line
 from tests.support.clock import FixedClock
 from tests.support.flows import quote
 from tests.support.system import System, running_system
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -781,6 +783,18 @@ async def test_a_save_behind_a_publication_in_flight_is_published_after_it_once(
     assert published == [first, second]
 
 
+H = TypeVar("H")
+
+
+def seen(handled: H) -> Callable[[], Awaitable[H]]:
+    """A probe for ``eventually``: what a stand-in's handler has recorded so far."""
+
+    async def probe() -> H:
+        return handled
+
+    return probe
+
+
 def issued(number: str) -> dict[str, object]:
     """A ``quote.issued`` body for quote ``number``."""
     return QuoteIssued(
@@ -817,10 +831,8 @@ async def test_a_route_without_inbox_claims_nothing_and_a_reused_id_is_refused_a
                 "quote.issued", issued(number), message_id=message_id, as_role="quotes"
             )
         [dead] = await client.dead_letters(timeout=30)
-        for _ in range(100):  # the last event is handled after the dead letter
-            if "m-2" in handled:
-                break
-            await asyncio.sleep(0.05)
+        # the last event is handled after the dead letter
+        await eventually(seen(handled), lambda got: "m-2" in got, timeout=5)
         assert await runtime.inbox.collection.count_documents({}) == 0
     assert handled == {"m-1": ["Q-1", "Q-1", "Q-2"], "m-2": ["Q-3"]}  # a redelivery is fine
     assert dead.message_id == "m-1" and json.loads(dead.body)["quote_number"] == "Q-2"
@@ -862,10 +874,7 @@ async def test_a_route_reads_ahead_beside_the_claim_and_its_handler_starts_once_
             await client.publish_event(
                 "quote.issued", issued(number), message_id=message_id, as_role="quotes"
             )
-        for _ in range(200):
-            if len(handled) == 4:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(seen(handled), lambda got: len(got) == 4, timeout=10)
         assert await no_dead_letter(client)
     # handled concurrently, in any order; each after its claim
     assert sorted(handled) == [("Q-1", True), ("Q-1", True), ("Q-1", True), ("Q-bad", True)]
