@@ -23,6 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.basics.attempts import EPOCH, wait_if_over, window_index
+from shared.runtime.store import epoch_ms
 
 Document = dict[str, Any]
 
@@ -34,10 +35,6 @@ def sliding_id(key: str) -> str:
 
 def _key_id(key: str, index: int) -> str:
     return f"{sliding_id(key)}:{index}"
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class AttemptCounters:
@@ -73,7 +70,7 @@ class AttemptCounters:
         back with both. Its expiry is epoch milliseconds (the embedded server stores a
         datetime given to ``$set`` as a string)."""
         index = window_index(now, window)
-        expires_ms = _epoch_ms(EPOCH + window * (index + 2))
+        expires_ms = epoch_ms(EPOCH + window * (index + 2))
         for _ in range(3):  # two first attempts may race to create the document
             try:
                 counted = await self.collection.find_one_and_update(
@@ -100,5 +97,5 @@ class AttemptCounters:
 
     async def purge(self, now: datetime) -> int:
         fixed = await self.collection.delete_many({"expires_at": {"$lte": now}})
-        sliding = await self.collection.delete_many({"expires_ms": {"$lte": _epoch_ms(now)}})
+        sliding = await self.collection.delete_many({"expires_ms": {"$lte": epoch_ms(now)}})
         return fixed.deleted_count + sliding.deleted_count

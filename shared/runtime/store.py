@@ -154,7 +154,8 @@ def _lease(doc: Document) -> int:
 
 
 def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch: how the relay's leases are stored and compared."""
+    """Milliseconds since the epoch: how the relay's leases and the sliding attempt
+    counters' expiries (``shared.runtime.attempts``) are stored and compared."""
     return int(moment.timestamp() * 1000)
 
 
