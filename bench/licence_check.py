@@ -51,7 +51,7 @@ import httpx
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from bench.common import PROOF, load_average, percentile
+from bench.common import PROOF, http_request, load_average, percentile, read_response
 from services.licensing.app import policy_of
 from services.licensing.domain.customer import Customer
 from services.licensing.domain.policy import Policy
@@ -86,24 +86,12 @@ async def _one_connection(
             turn += 1
             started = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            status, _, _ = await read_response(reader)
             samples.append((time.perf_counter() - started) * 1000)
             if status != 200:
                 errors.append(status)
     finally:
         writer.close()
-
-
-def _request(host: str, port: int, path: str, headers: list[str]) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", *headers, "", ""]
-    return "\r\n".join(lines).encode()
 
 
 def _requests(
@@ -112,12 +100,14 @@ def _requests(
     """One request, or with ``targets`` (lines ``<appliance id> <secret>``) one licence
     check per appliance, shuffled."""
     if targets is None:
-        return [_request(host, port, path, headers)]
+        return [http_request("GET", host, port, path, headers)]
     requests = []
     for line in targets.read_text().splitlines():
         appliance_id, secret = line.split()
         auth = f"Authorization: Bearer {secret}"
-        requests.append(_request(host, port, f"/v1/appliances/{appliance_id}/license", [auth]))
+        requests.append(
+            http_request("GET", host, port, f"/v1/appliances/{appliance_id}/license", [auth])
+        )
     random.shuffle(requests)
     return requests
 
