@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import uuid4
@@ -57,6 +58,7 @@ from shared.contracts.orders import (
 )
 from shared.contracts.quotes import QuoteResult, RedeemQuote
 from shared.runtime.messaging import Bus, Delivery, reply_body
+from shared.runtime.store import reading_ahead
 
 # apikey.create's reply shows the key; the inbox forgets it this long after answering.
 SHOWN_KEY_GRACE = timedelta(minutes=5)
@@ -325,25 +327,35 @@ async def list_orders(query: ListOrders, _: Delivery, *, deps: OrdersDeps) -> Or
     return OrderList(orders=[line.view() for line in page], total=total)
 
 
-async def proof_target(*, order_id: str, reseller_id: str, deps: OrdersDeps) -> OrderLine:
-    """The line a proof is for, if it takes one now (O3, O9): checked before the upload's
-    body is read, and again when the proof is saved."""
-    line = await _load(deps, order_id, reseller_id)
-    line.check_takes_proof()
-    return line
+#: Reads the upload's body, once its line is known to take a proof: the file's name as sent
+#: and its bytes.
+ProofBody = Callable[[], Awaitable[tuple[str | None, bytes]]]
 
 
 async def submit_proof(
-    *, order_id: str, reseller_id: str, filename: str | None, content: bytes, deps: OrdersDeps
+    *, order_id: str, reseller_id: str, body: ProofBody, deps: OrdersDeps
 ) -> ProofView:
     """HTTP proof upload (O3): checked by content, stored in GridFS with its SHA-256.
 
-    The file is stored before the line refers to it; if the line then refuses (it was
-    reviewed or cancelled meanwhile, or took its last proof), or too many uploads race
-    for it, the file is deleted: nothing half-written. A race lost too often answers
-    ``busy`` (503, retry), never an internal error.
+    The line is checked (O9 its reseller, O3 it takes a proof) before the body is read,
+    and that read serves the save too (``load_ahead``). The file is stored before the line
+    refers to it; if the line then refuses (it was reviewed or cancelled meanwhile, or took
+    its last proof), or too many uploads race for it, the file is deleted: nothing
+    half-written. A race lost too often answers ``busy`` (503, retry), never an internal
+    error.
     """
-    await proof_target(order_id=order_id, reseller_id=reseller_id, deps=deps)
+    with reading_ahead():
+        line = await deps.store.lines.load_ahead(order_id)
+        line.check_owner(reseller_id)
+        line.check_takes_proof()
+        filename, content = await body()
+        return await _store_proof(order_id, filename, content, deps)
+
+
+async def _store_proof(
+    order_id: str, filename: str | None, content: bytes, deps: OrdersDeps
+) -> ProofView:
+    """Check the bytes, store the file, then the line's proof (``submit_proof``)."""
     # Parsing a PDF or decoding an image is CPU work: off the event loop.
     content_type = await asyncio.to_thread(check_proof, content, max_bytes=deps.proof_max_bytes)
     name = proof_filename(filename)

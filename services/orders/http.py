@@ -110,13 +110,10 @@ def router(deps: OrdersDeps) -> APIRouter:
         reseller_id = await handlers.authenticate(
             credentials.credentials if credentials else "", acting_for=x_reseller_id, deps=deps
         )
-        await handlers.proof_target(order_id=order_id, reseller_id=reseller_id, deps=deps)
-        filename, content = await _read_proof(request, deps.proof_max_bytes)
         return await handlers.submit_proof(
             order_id=order_id,
             reseller_id=reseller_id,
-            filename=filename,
-            content=content,
+            body=lambda: _read_proof(request, deps.proof_max_bytes),
             deps=deps,
         )
 

@@ -282,6 +282,15 @@ class DocumentStore(Generic[A]):
             kept[(self.collection.full_name, aggregate_id)] = doc
         return doc
 
+    async def load_ahead(self, aggregate_id: str) -> A:
+        """``load``, with the read kept as ``find_ahead`` keeps it: a check made before a
+        long step (an upload's body is read) and the change after it share one read, unless
+        this process changed the aggregate meanwhile. Within ``reading_ahead`` only."""
+        doc = await self.find_ahead(aggregate_id)
+        if doc is None:
+            raise self.unknown(aggregate_id)
+        return self.model.model_validate(doc)
+
     async def get(self, aggregate_id: str) -> A | None:
         kept = _READ_AHEAD.get()
         key = (self.collection.full_name, aggregate_id)

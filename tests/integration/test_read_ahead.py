@@ -101,6 +101,29 @@ async def test_a_document_this_process_wrote_after_reading_it_ahead_is_read_agai
         assert [name for name, _ in log.sent] == ["find", "find"]  # neither read was used
 
 
+async def test_a_check_loaded_ahead_serves_the_change_after_it_with_one_read(
+    commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
+) -> None:
+    """``load_ahead`` (a proof upload checks its line, reads the body, then saves): one find
+    for both; the read serves one load only; unknown is refused."""
+    log, tallies = commands_and_tallies
+    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    with reading_ahead():
+        log.sent.clear()
+        assert (await tallies.load_ahead("t1")).count == 1
+        assert (await tallies.mutate("t1", bump, message_id="m2")).aggregate.count == 2
+        assert [name for name, _ in log.sent] == ["find", "update"]
+    with reading_ahead():
+        await tallies.load_ahead("t1")
+        await tallies.mutate("t1", bump, message_id="m-between")  # takes the read
+        log.sent.clear()
+        assert (await tallies.mutate("t1", bump, message_id="m3")).aggregate.count == 4
+        assert [name for name, _ in log.sent] == ["find", "update"]  # reads for itself
+        with pytest.raises(Refused) as refused:
+            await tallies.load_ahead("t-none")
+    assert refused.value.message == "no tally t-none"
+
+
 async def test_outside_a_delivery_a_read_ahead_is_only_a_read(
     commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
 ) -> None:

@@ -192,6 +192,7 @@ class MemoryOrderStore(OrderStore):
         self.lines: MemoryStore[OrderLine] = MemoryStore(OrderLine, unknown=unknown_order)
         self.keys: MemoryStore[ApiKey] = MemoryStore(ApiKey, unknown=unknown_api_key)
         self.files: dict[str, bytes] = {}
+        self.files_stored: list[str] = []  # every file id ever stored, deleted ones too
 
     async def create_indexes(self) -> None:
         return None
@@ -214,6 +215,7 @@ class MemoryOrderStore(OrderStore):
     ) -> str:
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = content
+        self.files_stored.append(file_id)
         return file_id
 
     async def delete_proof_file(self, file_id: str) -> None:

@@ -65,6 +65,31 @@ def delivery(message_id: str, routing_key: str) -> Delivery:
     return Delivery(message_id=message_id, correlation_id=None, routing_key=routing_key)
 
 
+class Sent:
+    """An upload's body as the HTTP route hands it over (``ProofBody``): ``read`` says
+    whether the handler read it; ``while_read`` runs as it is read (what happens meanwhile)."""
+
+    def __init__(
+        self, filename: str | None, content: bytes, while_read: Callable[[], None] | None = None
+    ) -> None:
+        self.filename, self.content, self.while_read = filename, content, while_read
+        self.read = False
+
+    async def __call__(self) -> tuple[str | None, bytes]:
+        self.read = True
+        if self.while_read is not None:
+            self.while_read()
+        return self.filename, self.content
+
+
+def sent(filename: str | None, content: bytes) -> Sent:
+    return Sent(filename, content)
+
+
+def cancel_as_reseller(line: OrderLine) -> None:
+    line.cancel(reseller_id=RESELLER, now=T0)
+
+
 def orders(bus: FakeBus, *, now: datetime = T0) -> OrdersDeps:
     return OrdersDeps(
         store=MemoryOrderStore(),
@@ -229,7 +254,7 @@ async def test_o3_a_png_named_pdf_is_stored_as_a_png_with_its_sha256() -> None:
     store.lines.add(make_line(order_id="ol_1"))
 
     proof = await submit_proof(
-        order_id="ol_1", reseller_id=RESELLER, filename="virement.pdf", content=PNG, deps=deps
+        order_id="ol_1", reseller_id=RESELLER, body=sent("virement.pdf", PNG), deps=deps
     )
 
     assert proof.content_type == "image/png"  # by content, not by name
@@ -242,34 +267,50 @@ async def test_o3_a_png_named_pdf_is_stored_as_a_png_with_its_sha256() -> None:
 
 async def test_o3_a_proof_the_line_refuses_leaves_no_file_behind() -> None:
     """The bytes are stored before the line refers to them; a line that then refuses
-    (cancelled meanwhile) gets its file deleted: nothing half-written."""
+    (cancelled while the body was read) gets its file deleted: nothing half-written."""
+    deps = orders(FakeBus())
+    store = store_of(deps)
+    store.lines.add(make_line(order_id="ol_1"))
+    body = Sent("t.pdf", PDF, while_read=lambda: store.lines.interfere("ol_1", cancel_as_reseller))
+
+    with pytest.raises(Refused) as refused:
+        await submit_proof(order_id="ol_1", reseller_id=RESELLER, body=body, deps=deps)
+
+    assert refused.value.code == ErrorCode.ORDER_NOT_AWAITING_PROOF
+    assert store.files_stored == ["file-1"]  # stored, then deleted
+    assert store.files == {}
+    assert store.lines.stored("ol_1").status == "cancelled"
+    assert store.lines.stored("ol_1").proofs == []
+
+
+async def test_o3_a_line_that_takes_no_proof_is_refused_before_its_body_is_read() -> None:
     deps = orders(FakeBus())
     store = store_of(deps)
     line = make_line(order_id="ol_1")
     line.cancel(reseller_id=RESELLER, now=T0)
     store.lines.add(line)
+    body = sent("t.pdf", PDF)
 
     with pytest.raises(Refused) as refused:
-        await submit_proof(
-            order_id="ol_1", reseller_id=RESELLER, filename="t.pdf", content=PDF, deps=deps
-        )
+        await submit_proof(order_id="ol_1", reseller_id=RESELLER, body=body, deps=deps)
 
     assert refused.value.code == ErrorCode.ORDER_NOT_AWAITING_PROOF
+    assert not body.read
     assert store.files == {}
     assert store.lines.writes == []
 
 
-async def test_o9_another_resellers_proof_is_refused_before_any_file_is_stored() -> None:
+async def test_o9_another_resellers_proof_is_refused_before_its_body_is_read() -> None:
     deps = orders(FakeBus())
     store = store_of(deps)
     store.lines.add(make_line(order_id="ol_1"))
+    body = sent("t.pdf", PDF)
 
     with pytest.raises(Refused) as refused:
-        await submit_proof(
-            order_id="ol_1", reseller_id=OTHER_RESELLER, filename="t.pdf", content=PDF, deps=deps
-        )
+        await submit_proof(order_id="ol_1", reseller_id=OTHER_RESELLER, body=body, deps=deps)
 
     assert refused.value.code == ErrorCode.NOT_YOUR_ORDER
+    assert not body.read
     assert store.files == {}
 
 
@@ -282,8 +323,7 @@ async def test_o3_a_polyglot_is_refused_before_any_file_is_stored() -> None:
         await submit_proof(
             order_id="ol_1",
             reseller_id=RESELLER,
-            filename="t.pdf",
-            content=POLYGLOTS["pdf+zip inside"],
+            body=sent("t.pdf", POLYGLOTS["pdf+zip inside"]),
             deps=deps,
         )
 
@@ -299,8 +339,7 @@ async def test_o3_the_stored_file_name_is_sanitised() -> None:
     proof = await submit_proof(
         order_id="ol_1",
         reseller_id=RESELLER,
-        filename="../../<b>virement\u202efdp.exe</b>.pdf",
-        content=PDF,
+        body=sent("../../<b>virement\u202efdp.exe</b>.pdf", PDF),
         deps=deps,
     )
 
@@ -324,7 +363,7 @@ async def test_o3_an_upload_that_keeps_losing_its_race_is_busy_and_leaves_no_fil
     monkeypatch.setattr(store.lines, "save", always_lost)
     with pytest.raises(RateLimited) as refused:
         await submit_proof(
-            order_id="ol_1", reseller_id=RESELLER, filename="t.pdf", content=PDF, deps=deps
+            order_id="ol_1", reseller_id=RESELLER, body=sent("t.pdf", PDF), deps=deps
         )
 
     assert refused.value.code == ErrorCode.BUSY
@@ -584,8 +623,7 @@ async def test_o7_the_paid_upgrade_supersedes_the_line_it_replaces() -> None:
     await submit_proof(
         order_id=placed.order_id,
         reseller_id=RESELLER,
-        filename="transfer.pdf",
-        content=PDF,
+        body=sent("transfer.pdf", PDF),
         deps=deps,
     )
     review = ReviewProof(order_id=placed.order_id, decision="accept", reviewer="ops-1")
