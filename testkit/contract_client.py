@@ -177,17 +177,18 @@ class ContractClient:
     async def publish_event(
         self,
         routing_key: str,
-        body: Body,
+        body: Body | bytes,
         *,
         message_id: str,
         correlation_id: str | None = None,
         as_role: str | None = None,
     ) -> None:
-        """Publish an event as its owner (or a redelivery, or a forger) would."""
+        """Publish an event as its owner (or a redelivery, or a forger) would; ``bytes`` are
+        sent as they are (a redelivery of the very body)."""
         sender = await self.sender(as_role)
         await sender.events.publish(
             aio_pika.Message(
-                json.dumps(body).encode(),
+                body if isinstance(body, bytes) else json.dumps(body).encode(),
                 message_id=message_id,
                 correlation_id=correlation_id,
                 content_type="application/json",

@@ -44,7 +44,8 @@ from shared.contracts.operations import (
     TimelineEntry,
 )
 from shared.contracts.orders import OrderStatusResult, ReviewProof
-from shared.runtime.messaging import Bus, Delivery, MessageIdReused
+from shared.runtime.inbox import MessageIdReused
+from shared.runtime.messaging import Bus, Delivery
 
 R = TypeVar("R", bound=BaseModel)
 RECENTLY_DECIDED = timedelta(seconds=60)

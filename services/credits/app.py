@@ -26,7 +26,7 @@ def wire(runtime: Runtime) -> Wiring:
 
     ended = partial(handlers.on_order_ended_unpaid, deps=deps)
 
-    async def account_of(message: ReserveCredit | OrderPlaced | ProofAccepted) -> None:
+    async def account_of(message: ReserveCredit) -> None:
         await accounts.read_ahead(message.reseller_id)
 
     return Wiring(
@@ -36,12 +36,11 @@ def wire(runtime: Runtime) -> Wiring:
             ),
             Route(GetBalance, partial(handlers.get_balance, deps=deps)),
             Route(GetStatement, partial(handlers.get_statement, deps=deps)),
-            Route(OrderPlaced, partial(handlers.on_order_placed, deps=deps), read_ahead=account_of),
-            Route(
-                ProofAccepted, partial(handlers.on_proof_accepted, deps=deps), read_ahead=account_of
-            ),
-            Route(OrderCancelled, ended, read_ahead=account_of),
-            Route(OrderExpired, ended, read_ahead=account_of),
+            # Events change one account, which keeps their ids and digests: no inbox claim.
+            Route(OrderPlaced, partial(handlers.on_order_placed, deps=deps), inbox=False),
+            Route(ProofAccepted, partial(handlers.on_proof_accepted, deps=deps), inbox=False),
+            Route(OrderCancelled, ended, inbox=False),
+            Route(OrderExpired, ended, inbox=False),
         ],
         setup=store.create_indexes,
         outboxes=[accounts],

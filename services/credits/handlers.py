@@ -77,6 +77,7 @@ async def on_order_placed(event: OrderPlaced, delivery: Delivery, *, deps: Credi
             event.order_id, deps.clock.now(), cause=delivery.message_id
         ),
         message_id=delivery.message_id,
+        digest=delivery.digest,
         create=CreditAccount.new,
     )
     if shortfall := saved.decision:
@@ -97,7 +98,11 @@ async def on_proof_accepted(event: ProofAccepted, delivery: Delivery, *, deps: C
         )
 
     await deps.store.accounts.mutate(
-        event.reseller_id, decide, message_id=delivery.message_id, create=CreditAccount.new
+        event.reseller_id,
+        decide,
+        message_id=delivery.message_id,
+        digest=delivery.digest,
+        create=CreditAccount.new,
     )
 
 
@@ -111,6 +116,7 @@ async def on_order_ended_unpaid(
             event.order_id, now=deps.clock.now(), cause=delivery.message_id
         ),
         message_id=delivery.message_id,
+        digest=delivery.digest,
         create=CreditAccount.new,
     )
 

@@ -14,7 +14,6 @@ from services.licensing.licence_cache import LicenceCache
 from services.licensing.signing import LicenceSigner, generate_private_key_b64
 from services.licensing.store import LicensingStore
 from shared.basics.catalogue import load_catalogue
-from shared.basics.emails import normalise_email
 from shared.contracts.licensing import (
     GetLicenseStatus,
     ReinstateLicense,
@@ -64,20 +63,12 @@ def wire(runtime: Runtime) -> Wiring:
         licences=licences,
     )
 
-    async def customer_of(event: PlanBound | PlanUpgraded | PlanSuperseded) -> None:
-        await customers.read_ahead(normalise_email(event.customer_email))
-
     return Wiring(
         routes=[
-            Route(PlanBound, partial(handlers.on_plan_bound, deps=deps), read_ahead=customer_of),
-            Route(
-                PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps), read_ahead=customer_of
-            ),
-            Route(
-                PlanSuperseded,
-                partial(handlers.on_plan_superseded, deps=deps),
-                read_ahead=customer_of,
-            ),
+            # Plan events change one customer, which keeps their ids and digests: no inbox.
+            Route(PlanBound, partial(handlers.on_plan_bound, deps=deps), inbox=False),
+            Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps), inbox=False),
+            Route(PlanSuperseded, partial(handlers.on_plan_superseded, deps=deps), inbox=False),
             Route(SuspendLicense, partial(handlers.suspend_licence, deps=deps)),
             Route(ReinstateLicense, partial(handlers.reinstate_licence, deps=deps)),
             Route(

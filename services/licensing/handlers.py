@@ -77,7 +77,11 @@ async def _change_customer(
 ) -> None:
     """Apply an order event to the customer it names, creating the customer if new."""
     await deps.store.customers.mutate(
-        normalise_email(raw_email), decide, message_id=delivery.message_id, create=Customer.new
+        normalise_email(raw_email),
+        decide,
+        message_id=delivery.message_id,
+        digest=delivery.digest,
+        create=Customer.new,
     )
 
 

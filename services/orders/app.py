@@ -57,11 +57,8 @@ def wire(runtime: Runtime) -> Wiring:
             Route(ReviewProof, partial(handlers.review_proof, deps=deps), read_ahead=line_of),
             Route(BindPlan, partial(handlers.bind_plan, deps=deps), read_ahead=line_of),
             Route(UpgradePlan, partial(handlers.upgrade_plan, deps=deps)),
-            Route(
-                PlanUpgraded,
-                partial(handlers.on_plan_upgraded, deps=deps),
-                read_ahead=lambda event: lines.read_ahead(event.previous_order_id),
-            ),
+            # Changes one line, which keeps the event's id and digest: no inbox claim.
+            Route(PlanUpgraded, partial(handlers.on_plan_upgraded, deps=deps), inbox=False),
             Route(GetOrder, partial(handlers.get_order, deps=deps)),
             Route(ListOrders, partial(handlers.list_orders, deps=deps)),
             Route(CreateApiKey, partial(handlers.create_api_key, deps=deps)),

@@ -221,6 +221,7 @@ async def on_plan_upgraded(event: PlanUpgraded, delivery: Delivery, *, deps: Ord
         event.previous_order_id,
         lambda line: line.supersede(by=event.order_id, now=deps.clock.now()),
         message_id=delivery.message_id,
+        digest=delivery.digest,
     )
 
 

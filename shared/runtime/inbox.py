@@ -13,6 +13,13 @@ key and a digest of the body. The same id again:
 
 Records are purged after ``INBOX_RETENTION_DAYS``; effects stay exactly-once beyond it
 through the aggregates' own ``applied_messages``.
+
+An event route may skip the inbox (``Route(inbox=False)``) when its handler changes one
+aggregate, which then keeps each event's digest beside its id (``Aggregate.has_applied``):
+a resend changes nothing, an id reused on that aggregate for another event is refused
+with ``MessageIdReused``, and the claim's store write is saved. The id is then bound to
+its event per aggregate, not per consumer: an id reused for an event about another
+aggregate is applied there, once.
 """
 
 from __future__ import annotations
@@ -26,6 +33,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 Document = dict[str, Any]
+
+
+class MessageIdReused(Exception):
+    """A message id already applied to another message (routing key or body): refused as
+    the inbox refuses it (``idempotency_key_reused``). Raised by a handler whose route has
+    no inbox (``Route.inbox=False``), or by an aggregate that keeps digests."""
 
 
 def body_digest(routing_key: str, body: bytes) -> str:

@@ -60,7 +60,7 @@ from shared.contracts.identities import allowed_publishers, may_publish, role_of
 from shared.contracts.system import CommandRejected
 from shared.runtime import metrics
 from shared.runtime.identity import BrokerIdentity
-from shared.runtime.inbox import Inbox, InboxRecord, body_digest
+from shared.runtime.inbox import Inbox, InboxRecord, MessageIdReused, body_digest
 from shared.runtime.link import DIRECT_REPLY_TO, BrokerLink, BrokerUnavailable
 from shared.runtime.logging import get_logger
 from shared.runtime.store import OutboxEntry, reading_ahead
@@ -97,6 +97,9 @@ class Delivery:
     correlation_id: str | None
     routing_key: str
     publisher: str | None = None  # the validated broker user (``user_id``) that sent it
+    # The routing key and body's digest (``body_digest``): what binds the id to this message
+    # for an aggregate that keeps it (``DocumentStore.mutate(digest=...)``).
+    digest: str | None = None
 
 
 Handler = Callable[[Any, Delivery], Awaitable[BaseModel | None]]
@@ -107,9 +110,10 @@ class Route:
     """A message the service consumes, and its handler.
 
     ``inbox=False``: the runtime does not claim the message id in the inbox first. Only for
-    a handler that keys what it writes by the message id itself, so a redelivery changes
-    nothing, and that raises ``MessageIdReused`` for an id it already holds for another
-    message (the console's event log: one store write fewer per event it hears).
+    an event whose handler keys what it writes by the message id itself, so a redelivery
+    changes nothing, and that raises ``MessageIdReused`` for an id it already holds for
+    another message: the console's event log, and the handlers that change one aggregate
+    with ``mutate(message_id=..., digest=delivery.digest)``. One store write fewer per event.
 
     ``read_ahead``: reads what the handler loads first (``DocumentStore.read_ahead`` of the
     message's aggregate), at the same time as the inbox's claim. Only a read: whatever it
@@ -119,11 +123,6 @@ class Route:
     handler: Handler
     inbox: bool = True
     read_ahead: Callable[[Any], Awaitable[object]] | None = None
-
-
-class MessageIdReused(Exception):
-    """Raised by a handler (``Route.inbox=False``) for a message id it already applied to
-    another message: refused as the inbox refuses it (``idempotency_key_reused``)."""
 
 
 class UpstreamUnavailable(Exception):
@@ -475,10 +474,11 @@ class Bus:
                 )
             return "invalid"
 
+        digest = body_digest(key, raw.body)
         remembers = route.inbox and not issubclass(route.message, Query)
         if remembers:
             earlier = await self._claim(route, payload, message_id, raw.body)
-            if earlier is not None and not earlier.same_request(key, body_digest(key, raw.body)):
+            if earlier is not None and not earlier.same_request(key, digest):
                 reason = (
                     f"message_id {message_id} was already used for another request "
                     f"({earlier.routing_key or 'unknown'}); use a new id for a new request"
@@ -496,6 +496,7 @@ class Bus:
             correlation_id=raw.correlation_id,
             routing_key=key,
             publisher=publisher,
+            digest=digest,
         )
         outcome = "ok"
         try:

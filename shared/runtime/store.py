@@ -45,6 +45,7 @@ from shared.basics.clock import Clock, SystemClock
 from shared.basics.errors import Conflict, Refused
 from shared.contracts import REGISTRY, Event
 from shared.runtime import metrics
+from shared.runtime.inbox import MessageIdReused
 from shared.runtime.logging import get_logger
 
 Document = dict[str, Any]
@@ -94,6 +95,9 @@ class Aggregate(BaseModel):
     version: int = 0
     outbox: list[OutboxEntry] = Field(default_factory=list)
     applied_messages: list[str] = Field(default_factory=list)
+    # The digest of each applied message that came with one (``Delivery.digest``), by id:
+    # what refuses an id reused for another message, for routes without an inbox.
+    applied_digests: dict[str, str] = Field(default_factory=dict)
     # The outbox relay's bookkeeping (``OutboxRelay``), never set by the domain: until when
     # (epoch milliseconds; 0: nobody) which relay holds the document, and how many passes
     # in a row failed. Carried through every load and save, so that a save never takes a
@@ -135,12 +139,27 @@ class Aggregate(BaseModel):
         """The events not yet published (domain tests read them here)."""
         return [entry.event() for entry in self.outbox]
 
-    def has_applied(self, message_id: str | None) -> bool:
-        return message_id is not None and message_id in self.applied_messages
+    def has_applied(self, message_id: str | None, digest: str | None = None) -> bool:
+        """Whether this message was applied already (a resend: nothing to do again).
+        ``MessageIdReused`` if its id was applied with another digest (another message)."""
+        if message_id is None or message_id not in self.applied_messages:
+            return False
+        earlier = self.applied_digests.get(message_id)
+        if digest is not None and earlier is not None and earlier != digest:
+            raise MessageIdReused(
+                f"message_id {message_id} was already applied to {self.id} for another "
+                "message; use a new id for a new message"
+            )
+        return True
 
-    def mark_applied(self, message_id: str | None) -> None:
-        if message_id is not None:
-            self.applied_messages = [*self.applied_messages, message_id][-APPLIED_MESSAGES_KEPT:]
+    def mark_applied(self, message_id: str | None, digest: str | None = None) -> None:
+        if message_id is None:
+            return
+        self.applied_messages = [*self.applied_messages, message_id][-APPLIED_MESSAGES_KEPT:]
+        if digest is not None or self.applied_digests:
+            kept = set(self.applied_messages)
+            digests = {**self.applied_digests, **({message_id: digest} if digest else {})}
+            self.applied_digests = {m: d for m, d in digests.items() if m in kept}
 
     def to_document(self) -> Document:
         doc = self.model_dump(by_alias=True, mode="python")
@@ -355,20 +374,25 @@ class DocumentStore(Generic[A]):
         decide: Callable[[A], T],
         *,
         message_id: str | None,
+        digest: str | None = None,
         create: Callable[[str], A] | None = None,
     ) -> Saved[A, T]:
         """Load, let the domain decide, save; on a lost race reload and decide again.
 
         The one load-change-save of every handler. A missing aggregate is built by
         ``create`` (which may also raise a refusal of its own) or refused with this store's
-        ``unknown``. A message already applied to this aggregate is not applied again.
+        ``unknown``. A message already applied to this aggregate is not applied again; with
+        its ``digest`` (``Delivery.digest``, for a route without inbox), the aggregate keeps
+        it, and the same id with another digest is refused (``MessageIdReused``).
 
         Changes of one aggregate in one process take turns (many messages for one credit
         account arrive together, now that calls run concurrently): the version check only
         has to settle races with other processes and the outbox relay.
         """
         async with self._turn(aggregate_id):
-            return await self._mutate(aggregate_id, decide, message_id=message_id, create=create)
+            return await self._mutate(
+                aggregate_id, decide, message_id=message_id, digest=digest, create=create
+            )
 
     @contextlib.asynccontextmanager
     async def _turn(self, aggregate_id: str) -> AsyncIterator[None]:
@@ -390,6 +414,7 @@ class DocumentStore(Generic[A]):
         decide: Callable[[A], T],
         *,
         message_id: str | None,
+        digest: str | None,
         create: Callable[[str], A] | None,
     ) -> Saved[A, T]:
         for attempt in range(SAVE_ATTEMPTS):
@@ -399,10 +424,10 @@ class DocumentStore(Generic[A]):
                 if create is None:
                     raise self.unknown(aggregate_id)
                 aggregate = create(aggregate_id)
-            if aggregate.has_applied(message_id):
+            if aggregate.has_applied(message_id, digest):
                 return Saved(aggregate, None, replayed=True)
             decision = decide(aggregate)
-            aggregate.mark_applied(message_id)
+            aggregate.mark_applied(message_id, digest)
             if is_new:
                 if await self.insert(aggregate):
                     return self._saved(aggregate, decision)

@@ -75,6 +75,39 @@ async def test_c1_first_sale_credit_granted_once_under_duplicated_delivery(syste
     assert second["first_sale"] is False
 
 
+async def test_an_event_id_reused_for_another_payment_is_dead_lettered_and_changes_nothing(
+    system: System,
+) -> None:
+    """Credits' events skip the inbox (``Route(inbox=False)``): the account keeps each
+    event's id with its digest. A resend under that id changes nothing; another
+    ``proof.accepted`` under it (another reviewer) is refused with ``idempotency_key_reused``
+    and dead-lettered, the account as it was; nothing is claimed in credits' inbox."""
+    order_id = await first_sale(system, "r-reuse")
+    accepted = await system.client.wait_event("proof.accepted", lambda b: b["order_id"] == order_id)
+    original_id = accepted.pop("_message_id")
+    [sent] = [m.body for k, _, m in system.client.events if m.message_id == original_id]
+    before = await statement(system, "r-reuse")
+    await system.client.publish_event(
+        "proof.accepted", sent, message_id=original_id, as_role="orders"
+    )
+    other = {**accepted, "reviewer": f"not-{accepted['reviewer']}"}
+    await system.client.publish_event(
+        "proof.accepted", other, message_id=original_id, as_role="orders"
+    )
+
+    [dead] = await system.client.dead_letters()
+    assert dead.message_id == original_id
+    assert json.loads(dead.body)["reviewer"] == other["reviewer"]
+    reason = str((dead.headers or {})["x-death-reason"])
+    assert reason.startswith(f"idempotency_key_reused: message_id {original_id} was already"), (
+        reason
+    )
+    assert await system.client.dead_letters(timeout=0.5) == []  # the resend was fine
+    assert await statement(system, "r-reuse") == before
+    inbox = system.runtimes["credits"].inbox.collection
+    assert await inbox.count_documents({"_id": {"$regex": original_id}}) == 0
+
+
 async def test_c1_personal_space_sales_never_count(system: System) -> None:
     await paid_order(
         system,

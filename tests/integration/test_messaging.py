@@ -24,7 +24,8 @@ from shared.basics.money import Money
 from shared.contracts.credits import BalanceResult, GetBalance
 from shared.contracts.orders import OrderCancelled
 from shared.contracts.quotes import QuoteIssued, RequestQuote
-from shared.runtime.messaging import Delivery, MessageIdReused, Route, UpstreamUnavailable
+from shared.runtime.inbox import MessageIdReused
+from shared.runtime.messaging import Delivery, Route, UpstreamUnavailable
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
 from shared.runtime.store import (

@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from shared.contracts.orders import OrderCancelled
+from shared.runtime.inbox import MessageIdReused
 from shared.runtime.store import APPLIED_MESSAGES_KEPT, Aggregate
 
 AT = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
@@ -49,6 +52,34 @@ def test_store_message_is_applied_once() -> None:
     aggregate.mark_applied("m-1")
     assert aggregate.has_applied("m-1") is True
     assert aggregate.has_applied("m-2") is False
+
+
+def test_store_a_message_applied_with_its_digest_refuses_its_id_for_another_message() -> None:
+    """A route without inbox (``Route(inbox=False)``): the aggregate binds the id to its
+    message. The same message again is a resend; another message under that id is refused;
+    a check without a digest, or an id applied before digests were kept, is a resend."""
+    aggregate = Aggregate(id="agg-1")
+    aggregate.mark_applied("m-1", "digest-a")
+    aggregate.mark_applied("m-old")  # no digest: as applied before this change
+    assert aggregate.has_applied("m-1", "digest-a") is True
+    with pytest.raises(MessageIdReused, match="message_id m-1 was already applied to agg-1"):
+        aggregate.has_applied("m-1", "digest-b")
+    assert aggregate.has_applied("m-1") is True
+    assert aggregate.has_applied("m-old", "digest-b") is True
+    assert aggregate.has_applied("m-2", "digest-b") is False
+
+
+def test_store_digests_are_kept_for_the_kept_applied_messages_only() -> None:
+    aggregate = Aggregate(id="agg-1")
+    for i in range(APPLIED_MESSAGES_KEPT + 2):
+        aggregate.mark_applied(f"m-{i}", f"d-{i}" if i % 2 else None)
+    assert set(aggregate.applied_digests) == {
+        m for m in aggregate.applied_messages if int(m.removeprefix("m-")) % 2
+    }
+    assert len(aggregate.applied_digests) == APPLIED_MESSAGES_KEPT // 2
+    loaded = Aggregate.model_validate(aggregate.to_document())
+    with pytest.raises(MessageIdReused):
+        loaded.has_applied("m-3", "d-other")
 
 
 def test_store_message_without_id_is_never_marked() -> None:
