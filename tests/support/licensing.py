@@ -74,10 +74,11 @@ async def bind(
 
 
 async def until_applied(system: System, message_id: str, *, timeout: float = 15) -> None:
-    """Wait until the licensing service has handled ``message_id`` (its inbox keeps it)."""
-    runtime = system.runtimes["licensing"]
+    """Wait until the licensing service has applied the plan event ``message_id`` (the
+    customer it changed keeps its id: plan events have no inbox claim)."""
+    customers = system.runtimes["licensing"].db["customers"]
     deadline = asyncio.get_running_loop().time() + timeout
-    while await runtime.inbox.seen(runtime.service, message_id) is None:
+    while await customers.find_one({"applied_messages": message_id}, {"_id": 1}) is None:
         assert asyncio.get_running_loop().time() < deadline, f"{message_id} not handled"
         await asyncio.sleep(0.01)  # waiting for a delivery, not for time to pass
 
