@@ -78,14 +78,15 @@ class Inbox:
         await self.collection.create_index("at")
 
     async def claim(
-        self, consumer: str, message_id: str, *, routing_key: str, body: bytes, at: datetime
+        self, consumer: str, message_id: str, *, routing_key: str, digest: str, at: datetime
     ) -> InboxRecord | None:
-        """Claim ``message_id`` for this request: None when it is new (go ahead), else the
-        earlier claim (compare it with ``same_request``; it may be ``done``)."""
+        """Claim ``message_id`` for this request (``digest``: ``body_digest`` of its routing
+        key and body): None when it is new (go ahead), else the earlier claim (compare it
+        with ``same_request``; it may be ``done``)."""
         record = InboxRecord(
             id=self._key(consumer, message_id),
             routing_key=routing_key,
-            digest=body_digest(routing_key, body),
+            digest=digest,
             at=at,
         )
         try:
@@ -95,7 +96,7 @@ class Inbox:
             doc = await self.collection.find_one({"_id": record.id})
             if doc is None:  # purged in between: claim again
                 return await self.claim(
-                    consumer, message_id, routing_key=routing_key, body=body, at=at
+                    consumer, message_id, routing_key=routing_key, digest=digest, at=at
                 )
             return InboxRecord.model_validate(doc)
 

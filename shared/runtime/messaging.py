@@ -370,12 +370,12 @@ class Bus:
             return await self._retry_later(route, message, exc)
 
     async def _claim(
-        self, route: Route, payload: Message, message_id: str, body: bytes
+        self, route: Route, payload: Message, message_id: str, digest: str
     ) -> InboxRecord | None:
         """The inbox's claim of ``message_id``, and the route's read-ahead beside it."""
         key = route.message.ROUTING_KEY
         claim = self.inbox.claim(
-            self.service, message_id, routing_key=key, body=body, at=self.clock.now()
+            self.service, message_id, routing_key=key, digest=digest, at=self.clock.now()
         )
         if route.read_ahead is None:
             return await claim
@@ -477,7 +477,7 @@ class Bus:
         digest = body_digest(key, raw.body)
         remembers = route.inbox and not issubclass(route.message, Query)
         if remembers:
-            earlier = await self._claim(route, payload, message_id, raw.body)
+            earlier = await self._claim(route, payload, message_id, digest)
             if earlier is not None and not earlier.same_request(key, digest):
                 reason = (
                     f"message_id {message_id} was already used for another request "
