@@ -259,7 +259,9 @@ async def register_appliance(
             )
         finally:
             if await counted is not None:
-                log.warning("registration_rate_limited", limit="email", admitted=True)
+                log.warning(
+                    "registration_rate_limited", limit="email", source=source, admitted=True
+                )
     customer = saved.aggregate  # its key, as saved, prefixes the secret
     log.info("appliance_registered", appliance_id=request.appliance_id, move=request.move)
     return Registration(

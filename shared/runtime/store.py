@@ -156,9 +156,9 @@ class Aggregate(BaseModel):
         if message_id is None:
             return
         self.applied_messages = [*self.applied_messages, message_id][-APPLIED_MESSAGES_KEPT:]
-        if digest is not None or self.applied_digests:
+        digests = self.applied_digests | ({} if digest is None else {message_id: digest})
+        if digests:  # only the ids still kept keep their digests
             kept = set(self.applied_messages)
-            digests = {**self.applied_digests, **({message_id: digest} if digest else {})}
             self.applied_digests = {m: d for m, d in digests.items() if m in kept}
 
     def to_document(self) -> Document:
