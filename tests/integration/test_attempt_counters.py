@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from shared.basics.attempts import window_index
 from shared.runtime.attempts import AttemptCounters, sliding_id
-from shared.runtime.store import Document
-from tests.support.commands import CommandLog
+from tests.support.commands import CommandLog, logged_database
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +22,10 @@ START = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)  # the start of a window
 async def commands_and_counters(
     mongo_url: str,
 ) -> AsyncIterator[tuple[CommandLog, AttemptCounters]]:
-    log = CommandLog()
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[log])
-    name = f"attempts_{uuid4().hex[:10]}"
-    counters = AttemptCounters(client[name]["registration_attempts"])
-    await counters.create_indexes()
-    yield log, counters
-    await client.drop_database(name)
-    await client.close()
+    async with logged_database(mongo_url, "attempts") as (log, db):
+        counters = AttemptCounters(db["registration_attempts"])
+        await counters.create_indexes()
+        yield log, counters
 
 
 async def test_a_sliding_count_is_one_command_and_returns_both_windows(

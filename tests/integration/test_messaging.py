@@ -29,7 +29,6 @@ from shared.runtime.messaging import Delivery, Route, UpstreamUnavailable
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
 from shared.runtime.store import (
-    Aggregate,
     Document,
     DocumentStore,
     OutboxEntry,
@@ -43,18 +42,10 @@ from tests.support.builders import placed_line
 from tests.support.clock import FixedClock
 from tests.support.flows import quote
 from tests.support.system import System, running_system
+from tests.support.tallies import Tally
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-class Tally(Aggregate):
-    count: int = 0
-
-    @staticmethod
-    def bump(tally: Tally) -> int:
-        tally.count += 1
-        return tally.count
 
 
 class QuoteCount(BaseModel):

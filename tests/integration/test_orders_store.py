@@ -4,18 +4,16 @@ and reads back whole, with GridFS's indexes made once at start."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from uuid import uuid4
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient
 
 from services.orders.api_keys import ApiKey
 from services.orders.domain import OrderLine
 from services.orders.store import PROOFS_BUCKET, OrderStore
 from shared.basics.errors import ErrorCode, Refused
-from shared.runtime.store import Document, DocumentStore
-from tests.support.commands import CommandLog
+from shared.runtime.store import DocumentStore
+from tests.support.commands import CommandLog, logged_database
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +24,12 @@ def _unknown(key: str) -> Refused:
 
 @pytest.fixture
 async def commands_and_store(mongo_url: str) -> AsyncIterator[tuple[CommandLog, OrderStore]]:
-    log = CommandLog()
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[log])
-    name = f"orders_store_{uuid4().hex[:10]}"
-    db = client[name]
-    lines = DocumentStore(db["order_lines"], OrderLine, unknown=_unknown)
-    keys = DocumentStore(db["api_keys"], ApiKey, unknown=_unknown)
-    store = OrderStore(lines, keys, db, db["inbox"])
-    await store.create_indexes()
-    yield log, store
-    await client.drop_database(name)
-    await client.close()
+    async with logged_database(mongo_url, "orders_store") as (log, db):
+        lines = DocumentStore(db["order_lines"], OrderLine, unknown=_unknown)
+        keys = DocumentStore(db["api_keys"], ApiKey, unknown=_unknown)
+        store = OrderStore(lines, keys, db, db["inbox"])
+        await store.create_indexes()
+        yield log, store
 
 
 async def test_a_proof_upload_is_its_chunks_then_its_file_and_reads_back_whole(

@@ -7,37 +7,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.orders import OrderCancelled
 from shared.runtime.store import (
-    Aggregate,
-    Document,
     DocumentStore,
     OutboxEntry,
     OutboxRelay,
     reading_ahead,
 )
-from tests.support.commands import CommandLog
+from tests.support.commands import CommandLog, logged_database
+from tests.support.tallies import Tally
 
 pytestmark = pytest.mark.integration
 
 
-class Tally(Aggregate):
-    count: int = 0
-
-
-def bump(tally: Tally) -> int:
-    tally.count += 1
-    return tally.count
-
-
 def counted(tally: Tally) -> int:
-    """``bump``, recording an event (any will do) for the relay to publish."""
+    """``Tally.bump``, recording an event (any will do) for the relay to publish."""
     tally.record(
         OrderCancelled,
         at=datetime(2026, 3, 10, tzinfo=UTC),
@@ -45,7 +33,7 @@ def counted(tally: Tally) -> int:
         reseller_id="r",
         correlation_id=tally.id,
     )
-    return bump(tally)
+    return Tally.bump(tally)
 
 
 def _unknown(key: str) -> Refused:
@@ -56,25 +44,21 @@ def _unknown(key: str) -> Refused:
 async def commands_and_tallies(
     mongo_url: str,
 ) -> AsyncIterator[tuple[CommandLog, DocumentStore[Tally]]]:
-    log = CommandLog()
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[log])
-    name = f"read_ahead_{uuid4().hex[:10]}"
-    yield log, DocumentStore(client[name]["tallies"], Tally, unknown=_unknown)
-    await client.drop_database(name)
-    await client.close()
+    async with logged_database(mongo_url, "read_ahead") as (log, db):
+        yield log, DocumentStore(db["tallies"], Tally, unknown=_unknown)
 
 
 async def test_the_first_load_of_a_delivery_takes_the_read_made_ahead_and_only_the_first(
     commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
 ) -> None:
     log, tallies = commands_and_tallies
-    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    await tallies.mutate("t1", Tally.bump, message_id="m1", create=Tally.new)
     with reading_ahead():
         await tallies.read_ahead("t1")
         await tallies.read_ahead("t-none")  # absent is an answer too
         log.sent.clear()
 
-        saved = await tallies.mutate("t1", bump, message_id="m2")
+        saved = await tallies.mutate("t1", Tally.bump, message_id="m2")
         assert await tallies.get("t-none") is None
 
         assert saved.aggregate.count == 2
@@ -88,12 +72,12 @@ async def test_a_document_this_process_wrote_after_reading_it_ahead_is_read_agai
     commands_and_tallies: tuple[CommandLog, DocumentStore[Tally]],
 ) -> None:
     log, tallies = commands_and_tallies
-    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    await tallies.mutate("t1", Tally.bump, message_id="m1", create=Tally.new)
     with reading_ahead():
         await tallies.read_ahead("t1")
         await tallies.read_ahead("t2")  # absent when read ahead...
-        await tallies.mutate("t1", bump, message_id="m-other")  # another delivery's save
-        await tallies.mutate("t2", bump, message_id="m-other", create=Tally.new)  # ...created
+        await tallies.mutate("t1", Tally.bump, message_id="m-other")  # another delivery's save
+        await tallies.mutate("t2", Tally.bump, message_id="m-other", create=Tally.new)  # ...created
         log.sent.clear()
 
         assert (await tallies.load("t1")).count == 2
@@ -107,17 +91,17 @@ async def test_a_check_loaded_ahead_serves_the_change_after_it_with_one_read(
     """``load_ahead`` (a proof upload checks its line, reads the body, then saves): one find
     for both; the read serves one load only; unknown is refused."""
     log, tallies = commands_and_tallies
-    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    await tallies.mutate("t1", Tally.bump, message_id="m1", create=Tally.new)
     with reading_ahead():
         log.sent.clear()
         assert (await tallies.load_ahead("t1")).count == 1
-        assert (await tallies.mutate("t1", bump, message_id="m2")).aggregate.count == 2
+        assert (await tallies.mutate("t1", Tally.bump, message_id="m2")).aggregate.count == 2
         assert [name for name, _ in log.sent] == ["find", "update"]
     with reading_ahead():
         await tallies.load_ahead("t1")
-        await tallies.mutate("t1", bump, message_id="m-between")  # takes the read
+        await tallies.mutate("t1", Tally.bump, message_id="m-between")  # takes the read
         log.sent.clear()
-        assert (await tallies.mutate("t1", bump, message_id="m3")).aggregate.count == 4
+        assert (await tallies.mutate("t1", Tally.bump, message_id="m3")).aggregate.count == 4
         assert [name for name, _ in log.sent] == ["find", "update"]  # reads for itself
         with pytest.raises(Refused) as refused:
             await tallies.load_ahead("t-none")
@@ -129,7 +113,7 @@ async def test_outside_a_delivery_a_read_ahead_is_only_a_read(
 ) -> None:
     log, tallies = commands_and_tallies
     assert await tallies.find_ahead("t1") is None
-    await tallies.mutate("t1", bump, message_id="m1", create=Tally.new)
+    await tallies.mutate("t1", Tally.bump, message_id="m1", create=Tally.new)
     assert (await tallies.find_ahead("t1") or {})["count"] == 1
     with reading_ahead():
         assert (await tallies.load("t1")).count == 1

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
+from uuid import uuid4
 
-from pymongo import monitoring
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.database import AsyncDatabase
+
+Document = dict[str, Any]
 
 
 class CommandLog(monitoring.CommandListener):
@@ -21,3 +27,19 @@ class CommandLog(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+@contextlib.asynccontextmanager
+async def logged_database(
+    mongo_url: str, prefix: str
+) -> AsyncIterator[tuple[CommandLog, AsyncDatabase[Document]]]:
+    """A fresh database on the store server, through a client that logs every command it
+    sends; dropped afterwards."""
+    log = CommandLog()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, event_listeners=[log])
+    name = f"{prefix}_{uuid4().hex[:10]}"
+    try:
+        yield log, client[name]
+    finally:
+        await client.drop_database(name)
+        await client.close()
