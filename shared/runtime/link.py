@@ -202,8 +202,9 @@ class BrokerLink:
         connection, self._connection, self._channel = self._connection, None, None
         self._exchanges = {}
         if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), timeout=5.0)
+            with contextlib.suppress(Exception):  # not wait_for: it may swallow a cancel (3.11)
+                async with asyncio.timeout(5.0):
+                    await connection.close()
 
     def _delay(self, attempt: int) -> float:
         base = self.reconnect_delays[min(attempt, len(self.reconnect_delays) - 1)]

@@ -612,8 +612,12 @@ class OutboxRelay:
                 await self.drain()
             except Exception as exc:  # drain reports its own failures; this is a bug
                 self._report(RelayPass(error=f"{type(exc).__name__}: {exc}", failed_documents=1))
+            # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that comes
+            # as the wake-up does (it returns the finished wait instead), and the stopping
+            # service then waited for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     async def drain(self) -> int:
         """Claim and publish every pending document no other relay holds; returns how many
