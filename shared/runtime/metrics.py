@@ -17,6 +17,12 @@ HANDLING_SECONDS = Histogram(
 EVENTS_PUBLISHED = Counter(
     "xo_events_published_total", "Events published from the outbox.", ["service", "routing_key"]
 )
+OUTBOX_REMOVALS = Counter(
+    "xo_outbox_removals_total",
+    "Documents whose published events were removed after a publication at save, by how: "
+    "by the aggregate's next save (next_save) or in one write with others (together).",
+    ["how"],
+)
 EVENTS_PUBLISHED_AT_SAVE = Counter(
     "xo_events_published_at_save_total",
     "Events published by the save that stored them (the rest: by the relay's passes, "

@@ -124,6 +124,7 @@ class Runtime:
             clock=self.clock,
             poll_seconds=settings.outbox_poll_seconds,
             claim_seconds=settings.outbox_claim_seconds,
+            settle_seconds=settings.outbox_settle_seconds,
             name=f"{self.role}:{relay_id()}",
         )
         # Every consumer keeps what it dead-letters and answers deadletter.* for its role.

@@ -29,6 +29,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,7 +37,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -282,10 +283,11 @@ class DocumentStore(Generic[A]):
     async def read_ahead(self, aggregate_id: str) -> None:
         """Read the aggregate now, beside the inbox's claim (``Route.read_ahead``), for the
         handler's first ``get`` (``find_ahead``). Not while this process is changing the
-        aggregate, or publishing what it saved last (its removal is still to come): the
-        read would be old by the handler's turn (many reservations on one credit account,
-        a command that follows at once the event of the step before), one store command
-        for nothing."""
+        aggregate, or publishing what it saved last: the read would be old by the
+        handler's turn (many reservations on one credit account, a command that follows at
+        once the event of the step before), one store command for nothing. Once the
+        publication is confirmed, the removal of its entries waits for the next save
+        (``OutboxRelay.fold``), so the read stays good."""
         if aggregate_id not in self._writing and not (
             self.relay is not None and self.relay.publishing(self.collection, aggregate_id)
         ):
@@ -344,6 +346,7 @@ class DocumentStore(Generic[A]):
     async def save(self, aggregate: A) -> None:
         """Replace the document if nobody saved it since we loaded it; else ``Conflict``."""
         expected = aggregate.version
+        folded = None if self.relay is None else self.relay.fold(self.collection, aggregate)
         held = self._hold(aggregate)
         doc = aggregate.to_document()
         doc["version"] = expected + 1
@@ -352,6 +355,8 @@ class DocumentStore(Generic[A]):
             raise Conflict(f"{self.model.__name__} {aggregate.id} changed since version {expected}")
         aggregate.version = expected + 1
         WRITTEN.wrote(self.collection, aggregate.id, aggregate.version)
+        if folded is not None and self.relay is not None:
+            self.relay.folded(folded)
         self._publish(doc, held)
 
     def _hold(self, aggregate: A) -> bool:
@@ -484,6 +489,21 @@ class RelayPass:
         self.error = f"{type(exc).__name__}: {exc}"[:500]
 
 
+@dataclass(frozen=True, eq=False)
+class Unsettled:
+    """Entries a save's publication confirmed, still in their document: removed by the
+    next save of the aggregate (``OutboxRelay.fold``) or by a settling of many at once."""
+
+    collection: AsyncCollection[Document]
+    doc: Document  # as saved, holding this relay's claim
+    sent: frozenset[str]
+    turn: Turn | None
+
+    @property
+    def key(self) -> tuple[str, Any]:
+        return (self.collection.full_name, self.doc["_id"])
+
+
 class OutboxRelay:
     """Publishes the events stored in aggregates' outboxes, then removes them.
 
@@ -505,6 +525,15 @@ class OutboxRelay:
     document waits a back-off of its own (its lease, extended), and the relay goes on with
     the others. An outage is one error line with a count, at most every
     ``error_log_seconds``, not a traceback per pass.
+
+    The removal after a publication at save is not a write of its own: the aggregate's
+    next save in this process drops the confirmed entries and releases the claim
+    (``fold``), and what no save took within ``settle_seconds`` is removed together,
+    one write per collection (``settle_now``). A sale's steps save each order line
+    several times in a row, and the store runs one command at a time: a removal each
+    was a third of the writes, and it queued before the next step's commands. The cost:
+    a crash in that window publishes those entries again once the claim expires, as a
+    crash between the confirm and the removal always did.
     """
 
     def __init__(
@@ -516,6 +545,7 @@ class OutboxRelay:
         claim_seconds: float = 30.0,
         concurrency: int = 8,
         error_log_seconds: float = 30.0,
+        settle_seconds: float = 0.2,
         name: str | None = None,
         logger: RelayLog | None = None,
     ) -> None:
@@ -526,6 +556,7 @@ class OutboxRelay:
         self.lease_ms = round(claim_seconds * 1000)
         self.concurrency = max(1, concurrency)
         self.error_log_seconds = error_log_seconds
+        self.settle_seconds = settle_seconds
         self.relay_id = name or relay_id()
         self.log: RelayLog = logger or log
         self._wake = asyncio.Event()
@@ -534,6 +565,9 @@ class OutboxRelay:
         self._watched: set[str] = set()
         self._held: set[asyncio.Task[None]] = set()
         self._publishing: set[tuple[str, Any]] = set()  # (collection, id) of those tasks
+        self._unsettled: dict[tuple[str, Any], Unsettled] = {}
+        self._settling: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()
 
     async def watch(self, collections: Sequence[AsyncCollection[Document]]) -> None:
         """Publish these collections' outboxes from now on. Each pass and each save's wake-up
@@ -585,9 +619,95 @@ class OutboxRelay:
 
     async def finish(self) -> None:
         """Let the publications saves handed over end (the service is stopping), for at most
-        ``FINISH_SECONDS``; one cut short is published by a pass once its lease expires."""
+        ``FINISH_SECONDS``, and remove what they confirmed; one cut short is published by a
+        pass once its lease expires."""
+        await self.sent()
+        self._hurry.set()  # the removals waiting for ``settle_seconds`` go now
+        if self._settling is not None:
+            await self._settling
+        self._hurry.clear()
+
+    async def sent(self) -> None:
+        """Wait (at most ``FINISH_SECONDS``) until the publications saves handed over are
+        confirmed or failed; their removals may still be to come."""
         if self._held:
             await asyncio.wait(self._held, timeout=FINISH_SECONDS)
+
+    def fold(self, collection: AsyncCollection[Document], aggregate: Aggregate) -> Unsettled | None:
+        """Before a save of ``aggregate``: drop the entries this relay published and has not
+        removed yet, and release its claim, so that this save is their removal (and may
+        hold the claim again for its own events). Returns what it folded, for ``folded``
+        once the save succeeded; None if there was nothing (or the claim is another's)."""
+        record = self._unsettled.get((collection.full_name, aggregate.id))
+        if record is None or aggregate.outbox_claimed_by != self.relay_id:
+            return None
+        aggregate.outbox = [e for e in aggregate.outbox if e.event_id not in record.sent]
+        aggregate.outbox_claimed_until_ms = 0
+        aggregate.outbox_claimed_by = ""
+        aggregate.outbox_failures = 0
+        return record
+
+    def folded(self, record: Unsettled) -> None:
+        """The save that folded ``record`` succeeded: nothing is left to remove."""
+        if self._unsettled.get(record.key) is record:
+            del self._unsettled[record.key]
+            metrics.OUTBOX_REMOVALS.labels("next_save").inc()
+
+    def _settle_later(self, record: Unsettled) -> None:
+        self._unsettled[record.key] = record
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.create_task(self._settle_soon())
+
+    async def _settle_soon(self) -> None:
+        """Every ``settle_seconds`` (at once when ``finish`` hurries it), remove what is left,
+        until nothing is."""
+        while self._unsettled:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settle_seconds):
+                    await self._hurry.wait()
+            await self.settle_now()
+
+    async def settle_now(self) -> None:
+        """Remove every confirmed entry no save has folded yet: one ``bulk_write`` per
+        collection, each document under its saver's turn (a change under way folds it
+        instead). Never raises: a failure leaves the claims to expire, and a pass
+        publishes those entries again."""
+        records = sorted(self._unsettled.values(), key=lambda r: (r.key[0], str(r.key[1])))
+        done = RelayPass()
+        async with contextlib.AsyncExitStack() as turns:
+            for record in records:
+                if record.turn is not None:
+                    await turns.enter_async_context(record.turn(record.doc["_id"]))
+            records = [r for r in records if self._unsettled.get(r.key) is r]
+            for record in records:
+                del self._unsettled[record.key]
+            for name in dict.fromkeys(r.key[0] for r in records):
+                try:
+                    await self._settle_together([r for r in records if r.key[0] == name])
+                except Exception as exc:  # the store: the claims expire, a pass publishes
+                    done.failed(exc)
+        await self._report_pass(done)
+
+    async def _settle_together(self, records: list[Unsettled]) -> None:
+        """One collection's removals in one write; versioned, as each alone would be. When a
+        save came between for some, each document is read again and settled alone."""
+        collection = records[0].collection
+        updates = [
+            ReplaceOne(
+                {"_id": r.doc["_id"], "version": r.doc["version"]},
+                {**r.doc, **self._released(r.doc, r.sent), "version": r.doc["version"] + 1},
+            )
+            for r in records
+        ]
+        result = await collection.bulk_write(updates, ordered=False)
+        metrics.OUTBOX_REMOVALS.labels("together").inc(len(records))
+        if result.matched_count == len(records):
+            for r in records:
+                WRITTEN.wrote(collection, r.doc["_id"], r.doc["version"] + 1)
+            return
+        for r in records:
+            current = await collection.find_one({"_id": r.doc["_id"]})
+            await self._settle(collection, current, r.sent, failed=False)
 
     async def _publish_held(
         self, collection: AsyncCollection[Document], doc: Document, turn: Turn | None
@@ -596,7 +716,7 @@ class OutboxRelay:
         (after its back-off, or once its lease expires)."""
         done = RelayPass()
         try:
-            await self._relay(collection, doc, done, turn)
+            await self._relay(collection, doc, done, turn, later=True)
         except Exception as exc:  # the store, while settling: the lease expires, a pass retries
             done.failed(exc)
         metrics.EVENTS_PUBLISHED_AT_SAVE.inc(done.published)
@@ -721,9 +841,12 @@ class OutboxRelay:
         doc: Document,
         done: RelayPass,
         turn: Turn | None = None,
+        *,
+        later: bool = False,
     ) -> None:
         """Publish a claimed document's entries, then remove what was confirmed and release
-        the claim (or back off after a failure).
+        the claim (or back off after a failure). ``later``: when all were confirmed, the
+        removal is left to the next save or to ``settle_now`` (``_settle_later``).
 
         All at once: the entries go out in their order on the one confirmed channel (the
         broker receives them in that order), and their confirms are awaited together, so
@@ -749,6 +872,9 @@ class OutboxRelay:
         done.published += len(sent)
         if failure is not None:
             done.failed(failure)
+        elif later and doc.get("version") is not None:
+            self._settle_later(Unsettled(collection, doc, frozenset(sent), turn))
+            return
         async with contextlib.nullcontext() if turn is None else turn(doc["_id"]):
             await self._settle(collection, doc, sent, failed=failure is not None)
 
@@ -758,7 +884,12 @@ class OutboxRelay:
         return round(seconds * 1000)
 
     async def _settle(
-        self, collection: AsyncCollection[Document], doc: Document, sent: set[str], *, failed: bool
+        self,
+        collection: AsyncCollection[Document],
+        doc: Document | None,
+        sent: AbstractSet[str],
+        *,
+        failed: bool,
     ) -> None:
         """Remove the published entries with the same versioned save the aggregates use, and
         release the claim, or keep it as this document's back-off after a failure. A claim
@@ -767,31 +898,38 @@ class OutboxRelay:
         for _ in range(SAVE_ATTEMPTS):
             if current is None:
                 return
+            mine = current.get("outbox_claimed_by") == self.relay_id
+            if not mine and not any(e["event_id"] in sent for e in current.get("outbox") or []):
+                return  # a save removed them (``fold``), and the claim is not ours
             version = current.get("version", 0)
-            remaining = [e for e in current.get("outbox") or [] if e["event_id"] not in sent]
-            update: Document = {"outbox": remaining, "outbox_pending": bool(remaining)}
-            if current.get("outbox_claimed_by") == self.relay_id:
-                if failed:
-                    failures = int(current.get("outbox_failures") or 0) + 1
-                    update.update(
-                        outbox_failures=failures,
-                        outbox_claimed_until_ms=self._now_ms() + self._backoff_ms(failures),
-                    )
-                else:
-                    update.update(
-                        outbox_failures=0, outbox_claimed_until_ms=0, outbox_claimed_by=""
-                    )
+            update = self._released(current, sent, failed=failed)
             result = await collection.replace_one(
                 {"_id": current["_id"], "version": version},
                 {**current, **update, "version": version + 1},
             )
             if result.matched_count == 1:
                 WRITTEN.wrote(collection, current["_id"], version + 1)
-                if remaining and not failed:  # saved meanwhile, behind our claim: a pass now
+                if update["outbox_pending"] and not failed:  # saved meanwhile, behind our claim
                     self.wake()
                 return
-            current = await collection.find_one({"_id": doc["_id"]})  # a save came between
-        raise Conflict(f"could not settle the outbox of {doc['_id']}")
+            current = await collection.find_one({"_id": current["_id"]})  # a save came between
+        raise Conflict(f"could not settle the outbox of {None if doc is None else doc['_id']}")
+
+    def _released(self, doc: Document, sent: AbstractSet[str], *, failed: bool = False) -> Document:
+        """The fields a removal of ``sent`` sets in ``doc``: the outbox without them, and
+        this relay's claim released, or kept as the document's back-off after a failure."""
+        remaining = [e for e in doc.get("outbox") or [] if e["event_id"] not in sent]
+        update: Document = {"outbox": remaining, "outbox_pending": bool(remaining)}
+        if doc.get("outbox_claimed_by") == self.relay_id:
+            if failed:
+                failures = int(doc.get("outbox_failures") or 0) + 1
+                update.update(
+                    outbox_failures=failures,
+                    outbox_claimed_until_ms=self._now_ms() + self._backoff_ms(failures),
+                )
+            else:
+                update.update(outbox_failures=0, outbox_claimed_until_ms=0, outbox_claimed_by="")
+        return update
 
     async def _report_pass(self, done: RelayPass) -> None:
         if done.error is None:

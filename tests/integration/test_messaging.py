@@ -42,7 +42,7 @@ from tests.support.builders import placed_line
 from tests.support.clock import FixedClock
 from tests.support.flows import quote
 from tests.support.system import System, running_system
-from tests.support.tallies import Tally
+from tests.support.tallies import Recorder, Tally
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -476,22 +476,6 @@ async def with_events(
         ids.extend(entry.event_id for entry in tally.outbox)
         assert await store.insert(tally)
     return ids
-
-
-class Recorder:
-    """A publish function: records what it published; fails what ``failing`` says."""
-
-    def __init__(self, failing: Callable[[OutboxEntry], bool] = lambda _: False) -> None:
-        self.failing = failing
-        self.published: list[str] = []
-        self.attempted: list[str] = []
-
-    async def __call__(self, entry: OutboxEntry) -> None:
-        self.attempted.append(entry.event_id)
-        await asyncio.sleep(0)  # let the other relay run: a real publish awaits the broker
-        if self.failing(entry):
-            raise ConnectionError(f"{entry.event_id}: nacked")
-        self.published.append(entry.event_id)
 
 
 async def test_two_relays_publish_each_event_once(outbox: AsyncCollection[Document]) -> None:
