@@ -201,6 +201,74 @@ async def _delete_namespace(namespace: str) -> None:
     await settle()
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far (Linux ``/proc``; None elsewhere or
+    once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _broker_pids() -> list[int]:
+    """The local RabbitMQ node's Erlang VM(s), when the broker runs on this machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class CpuBudget:
+    """Where a measured window's CPU went, per process: every process of the system, the
+    local broker and this benchmark's own client share the machine's cores, so a sale's
+    CPU, not a queue, is what bounds throughput once they are all busy."""
+
+    start: dict[str, float]
+    pids: dict[str, list[int]]
+    started: float
+
+    @classmethod
+    def begin(cls, system: LaunchedSystem) -> CpuBudget:
+        pids: dict[str, list[int]] = {"broker (local)": _broker_pids()}
+        for name, count in system.replicas.items():
+            pids[name] = [p for k in range(count) if (p := system.pid(name, k)) is not None]
+        pids["store (embedded)"] = [p for p in [system.pid("store")] if p is not None]
+        pids["launcher"] = [system.process.pid]  # it relays the children's log lines
+        budget = cls({}, pids, time.perf_counter())
+        budget.start = budget._now()
+        return budget
+
+    def _now(self) -> dict[str, float]:
+        spent = {
+            name: sum(s for p in pids if (s := _cpu_seconds(p)) is not None)
+            for name, pids in self.pids.items()
+        }
+        times = os.times()
+        spent["bench client"] = times.user + times.system
+        return spent
+
+    def report(self, sales: int) -> list[str]:
+        """Lines: CPU ms per sale per process, largest first, and how busy the cores were."""
+        wall = time.perf_counter() - self.started
+        spent = {name: s - self.start.get(name, 0.0) for name, s in self._now().items()}
+        total = sum(spent.values())
+        cores = os.cpu_count() or 1
+        lines = [
+            f"CPU per sale: {total / sales * 1000:.0f} ms over all processes; the {cores} cores "
+            f"were {total / (wall * cores):.0%} busy with them"
+        ]
+        for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {name}: {seconds / sales * 1000:.1f} ms")
+        return lines
+
+
 def load_average() -> str:
     """The machine's load (1, 5, 15 minutes): other work shares these cores."""
     return "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())

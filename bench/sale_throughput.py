@@ -7,8 +7,9 @@ operations) -> plan.bind -> the ``customer.notification`` arrives. Each reseller
 flight sells one warm-up sale first (its first sale grants it credit, C1; later sales
 use it), which is not counted.
 
-Prints sales/s, sale latency p50/p95 and the broker messages published per second
-(from the services' ``/metrics``: events, commands and queries, replies), and, as
+Prints sales/s, sale latency p50/p95, the broker messages published per second
+(from the services' ``/metrics``: events, commands and queries, replies), the CPU a
+sale took in each process (the system's, the local broker's, this client's), and, as
 baselines on the same broker in the same run: a raw aio-pika 3-hop pipeline of
 persistent, confirmed messages (prefetch 256), whose messages/s are the ceiling, and a
 raw aio-pika request/reply round trip (DESIGN.md, Performance method).
@@ -33,6 +34,7 @@ from bench.common import (
     Bench,
     BenchClient,
     BrokerCounts,
+    CpuBudget,
     Pipeline,
     bench_system,
     broker_counts,
@@ -79,6 +81,7 @@ class Run:
     broker: BrokerCounts = field(default_factory=BrokerCounts)
     pipeline: Pipeline | None = None
     round_trips: list[float] = field(default_factory=list)
+    cpu: list[str] = field(default_factory=list)
 
 
 async def measure(bench: Bench, sales: int, in_flight: int, pipeline_items: int) -> Run:
@@ -99,9 +102,11 @@ async def measure(bench: Bench, sales: int, in_flight: int, pipeline_items: int)
                     run.failures[f"{type(exc).__name__}: {str(exc)[:160]}"] += 1
 
         before = await broker_counts(http, bench)
+        budget = CpuBudget.begin(system)
         started = time.perf_counter()
         await asyncio.gather(*(seller(r) for r in resellers))
         run.seconds = time.perf_counter() - started
+        run.cpu = budget.report(max(1, len(run.latencies)))
         run.broker = await broker_counts(http, bench) - before
     run.pipeline = await raw_pipeline(AMQP_URL, pipeline_items)
     run.round_trips = await raw_round_trips(AMQP_URL, 200)
@@ -135,6 +140,7 @@ def report(run: Run, sales: int, in_flight: int) -> None:
     print(f"ratio (broker msg/s / ceiling): {rate / ceiling:.2f}x")
     print(summary("baseline raw aio-pika request/reply", run.round_trips))
     print(f"ratio (p50 sale / p50 raw round trip): {p50 / statistics.median(run.round_trips):.0f}x")
+    print("\n".join(run.cpu))
 
 
 def main() -> None:
