@@ -28,15 +28,14 @@ from shared.runtime.identity import BrokerIdentity
 from shared.runtime.inbox import Inbox
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.messaging import Bus, RetryPolicy, Route
+from shared.runtime.outbox import OutboxRelay, relay_id
 from shared.runtime.settings import Settings
 from shared.runtime.store import (
     Aggregate,
     DocumentStore,
-    OutboxRelay,
     Unknown,
     connect,
     database,
-    relay_id,
 )
 from shared.runtime.topology import Topology
 

@@ -26,13 +26,13 @@ from shared.contracts.orders import OrderCancelled
 from shared.contracts.quotes import QuoteIssued, RequestQuote
 from shared.runtime.inbox import MessageIdReused
 from shared.runtime.messaging import Delivery, Route, UpstreamUnavailable
+from shared.runtime.outbox import OutboxRelay
 from shared.runtime.service import Runtime, Wiring
 from shared.runtime.settings import Settings
 from shared.runtime.store import (
     Document,
     DocumentStore,
     OutboxEntry,
-    OutboxRelay,
     connect,
 )
 from shared.runtime.topology import DEAD_LETTERS_QUEUE

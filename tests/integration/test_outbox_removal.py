@@ -14,7 +14,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from services.orders.domain import unknown_order
 from shared.contracts.orders import OrderCancelled
-from shared.runtime.store import Document, DocumentStore, OutboxRelay
+from shared.runtime.outbox import OutboxRelay
+from shared.runtime.store import Document, DocumentStore
 from tests.support.clock import FixedClock
 from tests.support.commands import CommandLog, logged_database
 from tests.support.tallies import Recorder, Tally

@@ -12,10 +12,10 @@ import pytest
 
 from shared.basics.errors import ErrorCode, Refused
 from shared.contracts.orders import OrderCancelled
+from shared.runtime.outbox import OutboxRelay
 from shared.runtime.store import (
     DocumentStore,
     OutboxEntry,
-    OutboxRelay,
     reading_ahead,
 )
 from tests.support.commands import CommandLog, logged_database

@@ -23,12 +23,12 @@ from shared.basics.clock import utc_ms
 from shared.basics.errors import Conflict, ErrorCode, Refused
 from shared.contracts.orders import OrderCancelled
 from shared.runtime import metrics
+from shared.runtime.outbox import OutboxRelay
 from shared.runtime.store import (
     Aggregate,
     Document,
     DocumentStore,
     OutboxEntry,
-    OutboxRelay,
     connect,
 )
 from tests.support.clock import FixedClock

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.runtime.store import OutboxEntry, OutboxRelay
+from shared.runtime.outbox import OutboxRelay
+from shared.runtime.store import OutboxEntry
 
 
 async def _no_publication(_: OutboxEntry) -> None:
