@@ -47,15 +47,21 @@ async def saving_store(
     return DocumentStore(collection, Tally, unknown=unknown_order, relay=relay), relay
 
 
+async def inserted(store: DocumentStore[Tally], tally_id: str) -> Tally:
+    """A new tally with one event, inserted: its publication at save starts."""
+    tally = Tally(id=tally_id)
+    cancelled(tally)
+    assert await store.insert(tally)
+    return tally
+
+
 async def test_the_next_save_of_the_aggregate_removes_what_was_published_in_its_own_write(
     logged_outbox: tuple[CommandLog, AsyncCollection[Document]],
 ) -> None:
     log, collection = logged_outbox
     recorder = Recorder()
     store, relay = await saving_store(collection, recorder, settle_seconds=60)
-    tally = Tally(id="t0")
-    cancelled(tally)
-    assert await store.insert(tally)
+    tally = await inserted(store, "t0")
     first = tally.outbox[0].event_id
     await relay.sent()
     stored = await collection.find_one({"_id": "t0"})
@@ -84,9 +90,7 @@ async def test_what_no_save_takes_is_removed_together_in_one_write(
     recorder = Recorder()
     store, relay = await saving_store(collection, recorder, settle_seconds=0.3)
     for n in range(3):
-        tally = Tally(id=f"t{n}")
-        cancelled(tally)
-        assert await store.insert(tally)
+        await inserted(store, f"t{n}")
     await relay.sent()
     log.sent.clear()
 
@@ -110,9 +114,7 @@ async def test_a_document_saved_elsewhere_meanwhile_is_read_again_and_keeps_the_
     _, collection = logged_outbox
     recorder = Recorder()
     store, relay = await saving_store(collection, recorder, settle_seconds=60)
-    tally = Tally(id="t0")
-    cancelled(tally)
-    assert await store.insert(tally)
+    tally = await inserted(store, "t0")
     await relay.sent()
     elsewhere = DocumentStore(collection, Tally, unknown=unknown_order)  # no relay: a replica
     saved = await elsewhere.mutate("t0", lambda t: cancelled(t), message_id="m1")
@@ -135,9 +137,7 @@ async def test_a_relay_lost_before_the_removal_leaves_its_events_to_be_published
     confirm and its removal); never before."""
     _, collection = logged_outbox
     store, crashed = await saving_store(collection, Recorder(), settle_seconds=60)
-    tally = Tally(id="t0")
-    cancelled(tally)
-    assert await store.insert(tally)
+    tally = await inserted(store, "t0")
     await crashed.sent()  # confirmed; the process dies before any removal
     clock = FixedClock(AT)
     survivor = OutboxRelay(recorder := Recorder(), clock=clock, name="survivor")
