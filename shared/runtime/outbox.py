@@ -120,9 +120,11 @@ class OutboxRelay:
     (``fold``), and what no save took within ``settle_seconds`` is removed together,
     one write per collection (``settle_now``). A sale's steps save each order line
     several times in a row, and the store runs one command at a time: a removal each
-    was a third of the writes, and it queued before the next step's commands. The cost:
-    a crash in that window publishes those entries again once the claim expires, as a
-    crash between the confirm and the removal always did.
+    was a third of the writes, and it queued before the next step's commands. The cost,
+    bounded by ``settle_seconds``: a crash in that window publishes those entries again
+    once the claim expires, as a crash between the confirm and the removal always did;
+    and another replica's save of the aggregate in that window finds the claim held, so
+    its events wait for the removal (whose release wakes a pass).
     """
 
     def __init__(
@@ -134,7 +136,7 @@ class OutboxRelay:
         claim_seconds: float = 30.0,
         concurrency: int = 8,
         error_log_seconds: float = 30.0,
-        settle_seconds: float = 0.2,
+        settle_seconds: float = 0.05,
         name: str | None = None,
         logger: RelayLog | None = None,
     ) -> None:

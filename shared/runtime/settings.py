@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # After a publication at save, the confirmed events stay in their document until the
     # aggregate's next save removes them, or for at most this long (then removed together
     # with the others of that moment, in one write): OutboxRelay.settle_now.
-    outbox_settle_seconds: float = Field(default=0.2, ge=0)
+    outbox_settle_seconds: float = Field(default=0.05, ge=0)
     inbox_retention_days: float = 7.0  # replies kept for resent requests
     job_interval_seconds: float = 60.0  # periodic jobs: credit expiry, unpaid-line expiry
     unpaid_order_ttl_hours: float = 14 * 24  # O8: an unpaid line awaiting proof expires
