@@ -42,6 +42,8 @@ def _lease(doc: Document) -> int:
 
 
 Publish = Callable[[OutboxEntry], Awaitable[None]]
+#: Whether a change of an aggregate is under way in this process (``DocumentStore.changing``).
+Changing = Callable[[str], bool]
 
 #: A bound on one pass (the next pass takes the rest).
 CANDIDATES_PER_PASS = 1000
@@ -87,10 +89,14 @@ class Unsettled:
     doc: Document  # as saved, holding this relay's claim
     sent: frozenset[str]
     turn: Turn | None
+    changing: Changing | None = None
 
     @property
     def key(self) -> tuple[str, Any]:
         return (self.collection.full_name, self.doc["_id"])
+
+    def is_changing(self) -> bool:
+        return self.changing is not None and self.changing(self.doc["_id"])
 
 
 class OutboxRelay:
@@ -185,7 +191,12 @@ class OutboxRelay:
         return True
 
     def publish_held(
-        self, collection: AsyncCollection[Document], doc: Document, *, turn: Turn | None = None
+        self,
+        collection: AsyncCollection[Document],
+        doc: Document,
+        *,
+        turn: Turn | None = None,
+        changing: Changing | None = None,
     ) -> None:
         """Publish the events of a document saved holding this relay's claim (``hold``), as
         saved, then remove them and release the claim: what a pass does after its claim,
@@ -195,9 +206,11 @@ class OutboxRelay:
         ``turn``: the saver's own turns on the aggregate (``DocumentStore.mutate``). The
         removal waits for it, so that a change this process is making in the meantime is
         not the one that loses the race: the removal reads the document again instead,
-        off the handler's path."""
+        off the handler's path. ``changing``: whether such a change is under way now; a
+        removal of many skips the document then (the change removes it, ``fold``), instead
+        of waiting for that turn while holding the others'."""
         key = (collection.full_name, doc["_id"])
-        task = asyncio.create_task(self._publish_held(collection, doc, turn))
+        task = asyncio.create_task(self._publish_held(collection, doc, turn, changing))
         self._held.add(task)
         self._publishing.add(key)
         task.add_done_callback(self._held.discard)
@@ -256,14 +269,18 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settle_seconds):
                     await self._hurry.wait()
-            await self.settle_now()
+            await self.settle_now(all_of_them=self._hurry.is_set())
 
-    async def settle_now(self) -> None:
+    async def settle_now(self, *, all_of_them: bool = True) -> None:
         """Remove every confirmed entry no save has folded yet: one ``bulk_write`` per
-        collection, each document under its saver's turn (a change under way folds it
-        instead). Never raises: a failure leaves the claims to expire, and a pass
-        publishes those entries again."""
-        records = sorted(self._unsettled.values(), key=lambda r: (r.key[0], str(r.key[1])))
+        collection, each document under its saver's turn. Without ``all_of_them``, one
+        whose change is under way is left to it (``fold``) or to the next round, instead of
+        waiting for its turn while holding the others'. Never raises: a failure leaves
+        the claims to expire, and a pass publishes those entries again."""
+        records = sorted(
+            (r for r in self._unsettled.values() if all_of_them or not r.is_changing()),
+            key=lambda r: (r.key[0], str(r.key[1])),
+        )
         done = RelayPass()
         async with contextlib.AsyncExitStack() as turns:
             for record in records:
@@ -301,13 +318,17 @@ class OutboxRelay:
             await self._settle(collection, current, r.sent, failed=False)
 
     async def _publish_held(
-        self, collection: AsyncCollection[Document], doc: Document, turn: Turn | None
+        self,
+        collection: AsyncCollection[Document],
+        doc: Document,
+        turn: Turn | None,
+        changing: Changing | None,
     ) -> None:
         """Never raises: the save is done, and a failure leaves the document to the passes
         (after its back-off, or once its lease expires)."""
         done = RelayPass()
         try:
-            await self._relay(collection, doc, done, turn, later=True)
+            await self._relay(collection, doc, done, turn, later=True, changing=changing)
         except Exception as exc:  # the store, while settling: the lease expires, a pass retries
             done.failed(exc)
         metrics.EVENTS_PUBLISHED_AT_SAVE.inc(done.published)
@@ -434,6 +455,7 @@ class OutboxRelay:
         turn: Turn | None = None,
         *,
         later: bool = False,
+        changing: Changing | None = None,
     ) -> None:
         """Publish a claimed document's entries, then remove what was confirmed and release
         the claim (or back off after a failure). ``later``: when all were confirmed, the
@@ -464,7 +486,7 @@ class OutboxRelay:
         if failure is not None:
             done.failed(failure)
         elif later and doc.get("version") is not None:
-            self._settle_later(Unsettled(collection, doc, frozenset(sent), turn))
+            self._settle_later(Unsettled(collection, doc, frozenset(sent), turn, changing))
             return
         async with contextlib.nullcontext() if turn is None else turn(doc["_id"]):
             await self._settle(collection, doc, sent, failed=failure is not None)

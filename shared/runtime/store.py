@@ -282,7 +282,7 @@ class DocumentStore(Generic[A]):
         once the event of the step before), one store command for nothing. Once the
         publication is confirmed, the removal of its entries waits for the next save
         (``OutboxRelay.fold``), so the read stays good."""
-        if aggregate_id not in self._writing and not (
+        if not self.changing(aggregate_id) and not (
             self.relay is not None and self.relay.publishing(self.collection, aggregate_id)
         ):
             await self.find_ahead(aggregate_id)
@@ -293,7 +293,7 @@ class DocumentStore(Generic[A]):
         own, one store round trip later, unless this process changed it since."""
         doc = await self.collection.find_one({"_id": aggregate_id})
         kept = _READ_AHEAD.get()
-        if kept is not None and aggregate_id not in self._writing:
+        if kept is not None and not self.changing(aggregate_id):
             kept[(self.collection.full_name, aggregate_id)] = doc
         return doc
 
@@ -363,7 +363,7 @@ class DocumentStore(Generic[A]):
         if self.relay is None:
             return
         if held:
-            self.relay.publish_held(self.collection, doc, turn=self._turn)
+            self.relay.publish_held(self.collection, doc, turn=self._turn, changing=self.changing)
         elif doc["outbox"]:
             self.relay.wake()
 
@@ -392,6 +392,11 @@ class DocumentStore(Generic[A]):
             return await self._mutate(
                 aggregate_id, decide, message_id=message_id, digest=digest, create=create
             )
+
+    def changing(self, aggregate_id: str) -> bool:
+        """Whether a change of the aggregate in this process holds its turn or waits for it
+        (``mutate``)."""
+        return aggregate_id in self._writing
 
     @contextlib.asynccontextmanager
     async def _turn(self, aggregate_id: str) -> AsyncIterator[None]:

@@ -6,7 +6,9 @@ writes)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,3 +147,44 @@ async def test_a_relay_lost_before_the_removal_leaves_its_events_to_be_published
     assert await survivor.drain() == 0  # the lost relay's claim still holds
     clock.advance(timedelta(seconds=30))
     assert await survivor.drain() == 1 and recorder.published == [tally.outbox[0].event_id]
+
+
+async def test_a_removal_round_leaves_a_document_being_changed_and_removes_the_others(
+    logged_outbox: tuple[CommandLog, AsyncCollection[Document]],
+) -> None:
+    """A round does not wait for the turn of a document this process is changing, while
+    holding the other documents' turns: it removes the others, and the change folds that
+    one (or a later round takes it). A stop waits for that turn and removes it."""
+    _, collection = logged_outbox
+    recorder = Recorder()
+    relay = OutboxRelay(recorder, clock=FixedClock(AT), name="saver", settle_seconds=60)
+    await relay.watch([collection])
+    busy = asyncio.Lock()
+
+    @asynccontextmanager
+    async def turn(doc_id: str) -> AsyncIterator[None]:
+        if doc_id != "t0":
+            yield
+            return
+        async with busy:
+            yield
+
+    def changing(doc_id: str) -> bool:
+        return doc_id == "t0" and busy.locked()
+
+    for n in range(2):
+        tally = Tally(id=f"t{n}", version=1)
+        cancelled(tally)
+        assert relay.hold(collection, tally)
+        doc = tally.to_document()
+        await collection.insert_one(doc)
+        relay.publish_held(collection, doc, turn=turn, changing=changing)
+    await relay.sent()
+
+    async with busy:  # a change of t0 is under way
+        await asyncio.wait_for(relay.settle_now(all_of_them=False), timeout=5)
+        outboxes = {d["_id"]: len(d["outbox"]) async for d in collection.find({})}
+        assert outboxes == {"t0": 1, "t1": 0}
+    await relay.finish()
+    assert {d["_id"]: len(d["outbox"]) async for d in collection.find({})} == {"t0": 0, "t1": 0}
+    assert len(recorder.published) == 2
