@@ -38,21 +38,6 @@ MB = 1024 * 1024
 CHUNK = 64 * 1024
 
 
-def licensing_pid(system: LaunchedSystem) -> int:
-    """The launcher's child running ``python -m services.licensing``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent == system.process.pid and b"services.licensing" in cmdline:
-            return int(entry.name)
-    raise RuntimeError("no licensing process under the launcher")
-
-
 def memory_kb(pid: int) -> dict[str, int]:
     """``VmRSS`` (resident now) and ``VmHWM`` (resident peak since start), in kB."""
     fields = {}
@@ -163,7 +148,8 @@ async def warm_up(system: LaunchedSystem) -> None:
 
 
 async def measure(system: LaunchedSystem, *, count: int, size: int) -> None:
-    pid = licensing_pid(system)
+    pid = system.pid("licensing")  # as the launcher reports it (launcher.json)
+    assert pid is not None, "licensing is not running"
     await warm_up(system)
     for declared in (False, True):
         await flood(system, pid, count=count, size=size, declared=declared)
