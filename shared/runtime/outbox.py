@@ -485,7 +485,7 @@ class OutboxRelay:
         done.published += len(sent)
         if failure is not None:
             done.failed(failure)
-        elif later and doc.get("version") is not None:
+        elif later:
             self._settle_later(Unsettled(collection, doc, frozenset(sent), turn, changing))
             return
         async with contextlib.nullcontext() if turn is None else turn(doc["_id"]):
